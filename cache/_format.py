@@ -1,0 +1,166 @@
+"""The cache file format, as pure functions: bytes in, bytes out, no I/O.
+
+Layout::
+
+    magic    8 bytes   b"HARVEST\\x00"
+    version  1 byte    FORMAT_VERSION
+    hlen     2 bytes   big-endian length of the header JSON
+    header   hlen      JSON: {"kdf": "none"|"scrypt", "n", "r", "p", "salt", "key_id"}
+    hcrc     4 bytes   CRC-32 of the header JSON, so a damaged header reads as corrupt, not as a wrong key
+    nonce    12 bytes  AES-GCM nonce, fresh per write
+    body     rest      AES-256-GCM ciphertext of one JSON document, with everything before the nonce as
+                       associated data: the header is authenticated, not encrypted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ._exceptions import CacheCorruptError, WrongKeyError
+
+MAGIC = b"HARVEST\x00"
+FORMAT_VERSION = 1
+KEY_SIZE = 32
+NONCE_SIZE = 12
+_PREFIX = struct.Struct(">8sBH")  # magic, version, header length
+
+# scrypt cost: 2**15 × 8 × 128 bytes = 32 MiB and ~0.1 s per derivation. Stored in the header, so it can
+# be raised later without breaking old files.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    """How the file's key is derived: from nothing (a raw key) or from a passphrase with scrypt."""
+
+    kdf: str = "none"
+    salt: bytes = b""
+    n: int = SCRYPT_N
+    r: int = SCRYPT_R
+    p: int = SCRYPT_P
+
+    @classmethod
+    def new_scrypt(cls) -> KdfParams:
+        """Return scrypt parameters with a fresh random salt."""
+        return cls(kdf="scrypt", salt=os.urandom(16))
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The parsed, authenticated header of a cache file."""
+
+    version: int
+    kdf: KdfParams
+    key_id: str
+    raw: bytes  # everything before the nonce: the AEAD associated data
+
+
+def key_id(key: bytes) -> str:
+    """A short, non-secret fingerprint of a key, used to tell "wrong key" from "tampered file"."""
+    return hashlib.sha256(b"harvest-cache-key-id\x00" + key).hexdigest()[:16]
+
+
+def derive_key(passphrase: str, params: KdfParams) -> bytes:
+    """Derive a 256-bit key from a passphrase with the file's scrypt parameters."""
+    return hashlib.scrypt(
+        passphrase.encode(),
+        salt=params.salt,
+        n=params.n,
+        r=params.r,
+        p=params.p,
+        maxmem=256 * 1024 * 1024,
+        dklen=KEY_SIZE,
+    )
+
+
+def encode_key(key: bytes) -> str:
+    """Return a key in the printable form `harvest cache keygen` prints: URL-safe base64."""
+    return base64.urlsafe_b64encode(key).decode()
+
+
+def decode_key(text: str) -> bytes:
+    """Parse a URL-safe base64 key, raising ``WrongKeyError`` if it is not 32 bytes."""
+    try:
+        key = base64.urlsafe_b64decode(text.strip().encode() + b"==")
+    except (ValueError, TypeError):
+        raise WrongKeyError("the cache key is not URL-safe base64; make one with `harvest cache keygen`") from None
+    if len(key) != KEY_SIZE:
+        raise WrongKeyError(
+            f"the cache key must be {KEY_SIZE} bytes, got {len(key)}; make one with `harvest cache keygen`"
+        )
+    return key
+
+
+def encrypt(document: dict[str, Any], key: bytes, kdf: KdfParams) -> bytes:
+    """Serialise and encrypt one JSON document into the bytes of a cache file."""
+    header = {
+        "kdf": kdf.kdf,
+        "key_id": key_id(key),
+    }
+    if kdf.kdf == "scrypt":
+        header |= {"n": kdf.n, "r": kdf.r, "p": kdf.p, "salt": base64.b64encode(kdf.salt).decode()}
+    header_bytes = orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
+    raw = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)) + header_bytes
+    raw += struct.pack(">I", zlib.crc32(header_bytes))
+    nonce = os.urandom(NONCE_SIZE)
+    return raw + nonce + AESGCM(key).encrypt(nonce, orjson.dumps(document), raw)
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and check the header, raising ``CacheCorruptError`` for anything that is not a cache file."""
+    if len(data) < _PREFIX.size or not data.startswith(MAGIC):
+        raise CacheCorruptError("not a harvest cache file (bad magic)")
+    _, version, hlen = _PREFIX.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise CacheCorruptError(f"unsupported cache format version {version} (this build reads {FORMAT_VERSION})")
+    end = _PREFIX.size + hlen
+    if len(data) < end + 4 + NONCE_SIZE + 16:
+        raise CacheCorruptError("the cache file is truncated")
+    header_bytes = data[_PREFIX.size : end]
+    (crc,) = struct.unpack_from(">I", data, end)
+    if zlib.crc32(header_bytes) != crc:
+        raise CacheCorruptError("the cache file header is damaged")
+    try:
+        header = orjson.loads(header_bytes)
+        kdf_name = header["kdf"]
+        if kdf_name == "scrypt":
+            kdf = KdfParams("scrypt", base64.b64decode(header["salt"]), header["n"], header["r"], header["p"])
+        elif kdf_name == "none":
+            kdf = KdfParams()
+        else:
+            raise ValueError(kdf_name)
+        kid = str(header["key_id"])
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+        raise CacheCorruptError("the cache file header is not valid") from None
+    return Header(version=version, kdf=kdf, key_id=kid, raw=data[: end + 4])
+
+
+def decrypt(data: bytes, header: Header, key: bytes) -> dict[str, Any]:
+    """Decrypt and parse a cache file whose header was read with :func:`read_header`."""
+    if key_id(key) != header.key_id:
+        raise WrongKeyError("the cache file was written under another key")
+    start = len(header.raw)
+    nonce = data[start : start + NONCE_SIZE]
+    try:
+        plaintext = AESGCM(key).decrypt(nonce, data[start + NONCE_SIZE :], header.raw)
+    except InvalidTag:
+        raise CacheCorruptError("the cache file failed authentication: it is tampered or truncated") from None
+    try:
+        document = orjson.loads(plaintext)
+    except orjson.JSONDecodeError:
+        raise CacheCorruptError("the cache file decrypted but its document is not JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("records"), dict):
+        raise CacheCorruptError("the cache file decrypted but holds no records document")
+    return document

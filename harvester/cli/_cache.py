@@ -1,0 +1,175 @@
+"""``harvest cache …``: read, export and maintain the encrypted cache.
+
+This module imports only the cache, click and orjson: ``harvest cache get`` is on other tools' hot path.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from cache import AuthCache, CacheError, SessionRecord, format_time, generate_key, utcnow
+
+from . import _exit
+from ._format import FORMATS, expires_in, render
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cache_errors(fn: F) -> F:
+    """Turn a ``CacheError`` into its message on stderr and exit code 3."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CacheError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(_exit.CACHE_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _open(ctx: click.Context) -> AuthCache:
+    path = (ctx.find_root().obj or {}).get("cache_path")
+    return AuthCache.open(path=path)
+
+
+@click.group()
+def cache() -> None:
+    """Read, export and maintain the encrypted session cache."""
+
+
+@cache.command()
+def keygen() -> None:
+    """Print a new random key (URL-safe base64 of 32 bytes) for HARVEST_CACHE_KEY."""
+    click.echo(generate_key())
+
+
+@cache.command()
+@click.pass_context
+def path(ctx: click.Context) -> None:
+    """Print the cache file's path."""
+    click.echo(str(_open(ctx).path))
+
+
+def _summary(record: SessionRecord) -> dict[str, Any]:
+    """What `list` shows: no cookie values, no key, no header values."""
+    return {
+        "provider": record.provider,
+        "harvested_at": format_time(record.harvested_at),
+        "expires_at": format_time(record.expires_at),
+        "expired": record.is_expired,
+        "has_api_key": bool(record.api_key),
+        "cookies": len(record.cookies),
+        "cookie_names": [c.name for c in record.cookies],
+        "origin": record.origin,
+        "browser": record.browser,
+    }
+
+
+@cache.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+@_cache_errors
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List the cached sessions (no secrets)."""
+    records = _open(ctx).list()
+    if as_json:
+        click.echo(orjson.dumps([_summary(r) for r in records], option=orjson.OPT_INDENT_2).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    now = utcnow()
+    table = Table(title=f"{len(records)} cached session(s)")
+    for column in ("provider", "harvested", "expires in", "API key", "cookies"):
+        table.add_column(column)
+    for r in records:
+        harvested = r.harvested_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(r.provider, harvested, expires_in(r, now), "yes" if r.api_key else "no", str(len(r.cookies)))
+    Console().print(table)
+
+
+@cache.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Export format.")
+@click.option("--fresh", is_flag=True, help="Exit 1 if the record has expired.")
+@click.pass_context
+@_cache_errors
+def get(ctx: click.Context, name: str, as_json: bool, fmt: str | None, fresh: bool) -> None:
+    """Print one record, in a shape other tools read (json, cookies.txt, env, curl, header)."""
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError("--json and --format are exclusive")
+    record = _open(ctx).get(name)
+    if record is None:
+        click.echo(f"error: no cached session for {name!r}; run `harvest --provider {name}`", err=True)
+        sys.exit(_exit.NOT_FOUND)
+    if record.is_expired:
+        click.echo(
+            f"warning: the {name} session {expires_in(record, utcnow())}; run `harvest --provider {name}`",
+            err=True,
+        )
+        if fresh:
+            sys.exit(_exit.NOT_FOUND)
+    click.echo(render(record, fmt or "json"), nl=False)
+
+
+@cache.command()
+@click.argument("source", type=click.File("rb"))
+@click.pass_context
+@_cache_errors
+def put(ctx: click.Context, source: Any) -> None:
+    """Import one record from a JSON file (or - for stdin), in the shape `get --json` prints."""
+    try:
+        record = SessionRecord.from_json(orjson.loads(source.read()))
+    except orjson.JSONDecodeError as exc:
+        raise click.UsageError(f"{source.name}: not valid JSON ({exc})") from None
+    except ValueError as exc:
+        raise click.UsageError(f"{source.name}: {exc}") from None
+    _open(ctx).put(record)
+    click.echo(f"stored {record.provider} ({len(record.cookies)} cookies)", err=True)
+
+
+@cache.command()
+@click.argument("name")
+@click.pass_context
+@_cache_errors
+def delete(ctx: click.Context, name: str) -> None:
+    """Delete one record."""
+    if not _open(ctx).delete(name):
+        click.echo(f"error: no cached session for {name!r}", err=True)
+        sys.exit(_exit.NOT_FOUND)
+    click.echo(f"deleted {name}", err=True)
+
+
+@cache.command("rotate-key")
+@click.pass_context
+@_cache_errors
+def rotate_key(ctx: click.Context) -> None:
+    """Re-encrypt the whole cache under a new key, atomically, and print where the key went."""
+    c = _open(ctx)
+    new_passphrase = None
+    if c.key_origin == "$HARVEST_CACHE_PASSPHRASE":
+        new_passphrase = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True)
+    where = c.rotate_key(new_passphrase=new_passphrase)
+    click.echo(f"re-encrypted {c.path}; the new key is in {where}")
+
+
+@cache.command()
+@click.pass_context
+@_cache_errors
+def reset(ctx: click.Context) -> None:
+    """Move a bad (or any) cache file aside as <name>.bad-<UTC timestamp> and start empty."""
+    c = _open(ctx)
+    moved = c.reset()
+    if moved is None:
+        click.echo(f"no cache file at {c.path}; nothing to reset")
+    else:
+        click.echo(f"moved {c.path} aside to {moved}; the cache is now empty")

@@ -1,0 +1,14 @@
+"""Exit codes of the ``harvest`` command, named so callers and tests share one meaning."""
+
+from __future__ import annotations
+
+OK = 0
+NOT_FOUND = 1  # a record (or provider) that does not exist; an expired record with --fresh
+USAGE = 2  # click's own code for bad flags and arguments
+CACHE_ERROR = 3  # corrupt file, wrong key, lock timeout
+CHALLENGE_TIMEOUT = 4  # the challenge did not clear before --timeout
+BLOCKED = 5  # the site answered "Access denied"
+BROWSER_FAILED = 6  # Chromium missing, crashed or unreachable over CDP
+NEEDS_HEADFUL = 7  # an interactive challenge or a login: run once with --headful
+PROVIDER_ERROR = 8  # a provider API call failed (chat, models, image)
+INTERRUPTED = 130  # SIGINT, as shells report it

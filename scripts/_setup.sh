@@ -1,0 +1,48 @@
+# Shared set-up for scripts/demo, scripts/test and scripts/bench (sourced, not run).
+# Creates or reuses .venv, installs the project with its extras, and makes sure a Chromium is installed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "harvest needs Python 3.11 or newer (found: $("$PYTHON" --version 2>&1))" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv" >&2
+  "$PYTHON" -m venv .venv
+fi
+
+# Reinstall only when pyproject.toml changed: a warm `scripts/test` should not spend a minute in pip.
+stamp=.venv/.harvest-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "==> installing harvest and its extras into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  # compat mode puts the repo on sys.path with a .pth file: no import hook, so `harvest cache get` starts faster.
+  .venv/bin/python -m pip install -q -e ".[test,bench]" --config-settings editable_mode=compat
+  echo "$want" > "$stamp"
+fi
+
+find_browser() {
+  if [ -n "${HARVEST_BROWSER:-}" ] && [ -x "${HARVEST_BROWSER}" ]; then echo "$HARVEST_BROWSER"; return 0; fi
+  for name in chromium chromium-browser google-chrome; do
+    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi
+  done
+  [ -x /usr/bin/chromium ] && { echo /usr/bin/chromium; return 0; }
+  return 1
+}
+
+if ! find_browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Chromium from the OS packages (apt-get install chromium)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "No Chrome or Chromium found. Install the OS package, e.g. 'sudo apt-get install chromium'" >&2
+    echo "(Debian) or 'sudo apt-get install chromium-browser' (Ubuntu), or set HARVEST_BROWSER." >&2
+    exit 1
+  fi
+fi
+export PATH="$PWD/.venv/bin:$PATH"
