@@ -105,7 +105,7 @@ def decode_key(text: str) -> bytes:
 
 def encrypt(document: dict[str, Any], key: bytes, kdf: KdfParams) -> bytes:
     """Serialise and encrypt one JSON document into the bytes of a cache file."""
-    header = {
+    header: dict[str, Any] = {
         "kdf": kdf.kdf,
         "key_id": key_id(key),
     }
