@@ -1,0 +1,22 @@
+"""Client settings from the environment: the only place the provider clients read ``os.environ``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Per-provider settings that come from outside the call."""
+
+    #: ``HARVEST_<PROVIDER>_BASE_URL``: rebase every endpoint of that provider onto this origin.
+    base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, provider: str, environ: Mapping[str, str] | None = None) -> ClientConfig:
+        """Read ``HARVEST_<PROVIDER>_BASE_URL`` (provider name upper-cased, ``-`` as ``_``)."""
+        env = os.environ if environ is None else environ
+        name = provider.upper().replace("-", "_")
+        return cls(base_url=env.get(f"HARVEST_{name}_BASE_URL") or None)

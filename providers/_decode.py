@@ -1,0 +1,244 @@
+"""Pure decoding of provider answers: stream bytes and JSON bodies in, typed chunks and errors out.
+
+No I/O here. The streaming decoders take the transport's byte chunks and return lists of items, so the
+provider's generator yields each item straight to the caller: no generator layer per event on the hot path.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from ._exceptions import (
+    CloudflareError,
+    ProviderError,
+    RateLimitError,
+    ResponseStatusError,
+    StreamError,
+    short_body,
+)
+from ._sse import DataStreamDecoder, SSEDecoder
+from ._types import Chunk, FinishReason, Reasoning, Usage
+
+_CHALLENGE_MARKERS = (b"Just a moment...", b"cf-challenge", b"challenge-platform")
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+
+def is_challenge(status: int, headers: Mapping[str, str], body: bytes) -> bool:
+    """True if the answer is a Cloudflare challenge page rather than the API's own response."""
+    if headers.get("cf-mitigated", "").lower() == "challenge":
+        return True
+    return status in (403, 503) and any(marker in body[:4096] for marker in _CHALLENGE_MARKERS)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _error_message(body: bytes) -> str:
+    """The API's own error message from a JSON error body, else the start of the body."""
+    try:
+        data = _loads(body)
+    except _JSONDecodeError:
+        return short_body(body)
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data))
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("error") or error
+        return short_body(str(error))
+    return short_body(body)
+
+
+def error_for_status(
+    status: int, headers: Mapping[str, str], body: bytes, *, provider: str, url: str
+) -> ResponseStatusError:
+    """The typed error for a non-2xx answer: a challenge, a rate limit, or a plain status error."""
+    if is_challenge(status, headers, body):
+        return CloudflareError(
+            f"{provider}: Cloudflare challenge ({status}) at {url}; the session's clearance is missing or stale",
+            status=status,
+            body=short_body(body),
+            provider=provider,
+            url=url,
+        )
+    message = _error_message(body)
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        return RateLimitError(
+            f"{provider}: rate limited (429) at {url}: {message}",
+            body=message,
+            retry_after=retry_after,
+            provider=provider,
+            url=url,
+        )
+    return ResponseStatusError(
+        f"{provider}: HTTP {status} from {url}: {message}", status=status, body=message, provider=provider, url=url
+    )
+
+
+def _stream_error(data: Any, provider: str) -> StreamError:
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        error = error.get("message") or error
+    return StreamError(f"{provider}: the stream reported an error: {short_body(str(error))}", provider=provider)
+
+
+class OpenAIStreamDecoder:
+    """OpenAI ``chat.completion.chunk`` SSE bytes -> text deltas, ``Reasoning``, ``FinishReason``, ``Usage``.
+
+    ``event: error`` and an ``{"error": ...}`` chunk raise ``StreamError``, as does a chunk that is not JSON;
+    ``close()`` raises ``StreamError`` when the stream ended before ``[DONE]`` or a finish reason.
+    """
+
+    __slots__ = ("_done", "_finished", "_sse", "provider")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._sse = SSEDecoder()
+        self._done = False
+        self._finished = False
+
+    def feed(self, chunk: bytes) -> list[Chunk]:
+        """Decode the events completed by ``chunk``."""
+        items: list[Chunk] = []
+        append = items.append
+        for event in self._sse.feed(chunk):
+            if self._done:
+                break
+            data = event.data
+            if data == b"[DONE]":
+                self._done = True
+                break
+            try:
+                obj = _loads(data)
+            except _JSONDecodeError as exc:
+                raise StreamError(
+                    f"{self.provider}: malformed stream event: {short_body(data, 80)}", provider=self.provider
+                ) from exc
+            if type(obj) is not dict or event.event == "error" or "error" in obj:
+                raise _stream_error(obj, self.provider)
+            choices = obj.get("choices")
+            if choices:
+                choice = choices[0]
+                delta = choice.get("delta")
+                if delta:
+                    content = delta.get("content")
+                    if content:
+                        append(content)
+                    else:
+                        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                        if reasoning:
+                            append(Reasoning(reasoning))
+                reason = choice.get("finish_reason")
+                if reason:
+                    self._finished = True
+                    append(FinishReason(reason))
+            usage = obj.get("usage")
+            if usage:
+                append(Usage.from_openai(usage))
+        return items
+
+    def close(self) -> list[Chunk]:
+        """Finish the stream; a stream cut before ``[DONE]`` and before any finish reason is an error."""
+        self._sse.close()
+        if not (self._done or self._finished):
+            raise StreamError(f"{self.provider}: the stream ended early (truncated)", provider=self.provider)
+        return []
+
+
+class DataStreamItemDecoder:
+    """Vercel AI data-stream bytes (Cloudflare's playground) -> text deltas, ``Reasoning``, finish and usage."""
+
+    __slots__ = ("_finished", "_parts", "provider")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._parts = DataStreamDecoder()
+        self._finished = False
+
+    def feed(self, chunk: bytes) -> list[Chunk]:
+        """Decode the parts completed by ``chunk``."""
+        return self._items(self._parts.feed(chunk))
+
+    def close(self) -> list[Chunk]:
+        """Finish the stream; one that ended before its finish part is truncated."""
+        items = self._items(self._parts.close())
+        if not self._finished:
+            raise StreamError(f"{self.provider}: the stream ended early (truncated)", provider=self.provider)
+        return items
+
+    def _items(self, parts: list[tuple[str, Any]]) -> list[Chunk]:
+        items: list[Chunk] = []
+        for code, value in parts:
+            if code == "0":
+                if value:
+                    items.append(str(value))
+            elif code == "g":
+                if value:
+                    items.append(Reasoning(str(value)))
+            elif code == "3":
+                raise _stream_error(value, self.provider)
+            elif code in ("e", "d") and isinstance(value, dict):
+                if self._finished:
+                    continue  # "d" (message finish) repeats what "e" (step finish) said
+                self._finished = True
+                if value.get("finishReason"):
+                    items.append(FinishReason(str(value["finishReason"])))
+                if isinstance(value.get("usage"), dict):
+                    items.append(Usage.from_vercel(value["usage"]))
+        return items
+
+
+def completion_items(body: bytes, provider: str) -> list[Chunk]:
+    """Items of a non-streamed ``chat.completion`` JSON body, in stream order."""
+    try:
+        obj = _loads(body)
+    except _JSONDecodeError as exc:
+        raise ProviderError(f"{provider}: the answer is not JSON: {short_body(body, 80)}", provider=provider) from exc
+    if not isinstance(obj, dict) or "error" in obj:
+        raise _stream_error(obj, provider)
+    items: list[Chunk] = []
+    choices = obj.get("choices") or []
+    if choices:
+        choice = choices[0]
+        message = choice.get("message") or {}
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if reasoning:
+            items.append(Reasoning(reasoning))
+        if message.get("content"):
+            items.append(message["content"])
+        if choice.get("finish_reason"):
+            items.append(FinishReason(choice["finish_reason"]))
+    if obj.get("usage"):
+        items.append(Usage.from_openai(obj["usage"]))
+    return items
+
+
+def collapse(items: list[Chunk]) -> list[Chunk]:
+    """Join consecutive text (and reasoning) pieces, for ``stream=False`` over a streaming endpoint."""
+    out: list[Chunk] = []
+    for item in items:
+        if out and isinstance(item, str) and isinstance(out[-1], str):
+            out[-1] += item
+        elif out and isinstance(item, Reasoning) and isinstance(out[-1], Reasoning):
+            out[-1] = Reasoning(out[-1].text + item.text)
+        else:
+            out.append(item)
+    return out
