@@ -1,0 +1,88 @@
+"""Harvest browser sessions: a real Chromium clears a site's challenge, and the cookies, user agent, client
+hints and API key become a ``SessionRecord`` in the shared cache.
+
+>>> from harvester import harvest
+>>> record = await harvest("cerebras")
+
+Names are imported on first use, so ``import harvester`` stays cheap and never imports a browser driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._classify import PageState, Verdict, classify
+    from ._config import BrowserConfig, Config, DaemonConfig, ProviderConfig, load_config
+    from ._exceptions import (
+        BlockedError,
+        BrowserError,
+        ChallengeTimeout,
+        ConfigError,
+        HarvestError,
+        NeedsHeadfulError,
+        UnknownProviderError,
+    )
+    from ._harvest import Harvester, harvest
+    from ._recipes import Recipe, known_providers, resolve_recipe
+
+# public name -> defining module
+_EXPORTS = {
+    "BlockedError": "_exceptions",
+    "BrowserConfig": "_config",
+    "BrowserError": "_exceptions",
+    "ChallengeTimeout": "_exceptions",
+    "Config": "_config",
+    "ConfigError": "_exceptions",
+    "DaemonConfig": "_config",
+    "HarvestError": "_exceptions",
+    "Harvester": "_harvest",
+    "NeedsHeadfulError": "_exceptions",
+    "PageState": "_classify",
+    "ProviderConfig": "_config",
+    "Recipe": "_recipes",
+    "UnknownProviderError": "_exceptions",
+    "Verdict": "_classify",
+    "classify": "_classify",
+    "harvest": "_harvest",
+    "known_providers": "_recipes",
+    "load_config": "_config",
+    "resolve_recipe": "_recipes",
+}
+
+__all__ = [
+    "BlockedError",
+    "BrowserConfig",
+    "BrowserError",
+    "ChallengeTimeout",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "HarvestError",
+    "Harvester",
+    "NeedsHeadfulError",
+    "PageState",
+    "ProviderConfig",
+    "Recipe",
+    "UnknownProviderError",
+    "Verdict",
+    "classify",
+    "harvest",
+    "known_providers",
+    "load_config",
+    "resolve_recipe",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harvester' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"harvester.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,406 @@
+"""The Chromium process: find it, launch it in its own process group, and always tear it down.
+
+The drivers (nodriver, playwright) only *attach* to the browser over CDP; this module owns the process, the
+temp profile and the cleanup, because neither library waits for its browser to exit or removes its profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._exceptions import BrowserError
+
+PROFILE_PREFIX = "harvest-profile-"
+_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+_FALLBACK = "/usr/bin/chromium"
+# Distribution wrappers (Debian's /usr/bin/chromium is a shell script) -> the binary they exec. Calling the
+# binary directly skips a shell, `findmnt` and the wrapper's extension flags, which we do not want anyway.
+_WRAPPED = {
+    "/usr/bin/chromium": "/usr/lib/chromium/chromium",
+    "/usr/bin/chromium-browser": "/usr/lib/chromium-browser/chromium-browser",
+}
+_ENDPOINT_MARK = "DevTools listening on "
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+#: Flags for a browser on a closed network that should look like an ordinary one.
+BASE_FLAGS = (
+    "--remote-debugging-port=0",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--password-store=basic",
+    "--disable-features=Translate,MediaRouter,OptimizationHints",
+    # Without this Blink sets navigator.webdriver = true under remote debugging, and challenges refuse it.
+    "--disable-blink-features=AutomationControlled",
+    "--lang=en-US",
+    "--disable-breakpad",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserVersion:
+    """What the browser says about itself (CDP ``Browser.getVersion``)."""
+
+    product: str  # "Chrome/156.0.8078.79"
+    user_agent: str  # "Mozilla/5.0 (...) HeadlessChrome/156.0.0.0 Safari/537.36"
+
+    @property
+    def full_version(self) -> str:
+        """The dotted version, e.g. ``156.0.8078.79``."""
+        return self.product.partition("/")[2] or "0.0.0.0"
+
+    @property
+    def major(self) -> int:
+        """The major version, e.g. ``156``."""
+        head = self.full_version.split(".", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+
+def find_browser(configured: str | None = None) -> str:
+    """Return the Chromium executable to launch.
+
+    Order: ``$HARVEST_BROWSER``, then ``configured`` (config ``[browser] path``), then ``PATH``
+    (chromium, chromium-browser, google-chrome), then ``/usr/bin/chromium``.
+
+    Raises:
+        BrowserError: nothing executable was found.
+    """
+    explicit = os.environ.get("HARVEST_BROWSER") or configured
+    if explicit:
+        path = shutil.which(explicit) or explicit
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise BrowserError(
+                f"browser {explicit!r} is not an executable file; fix $HARVEST_BROWSER or [browser] path"
+            )
+        return _unwrap(path)
+    for name in _CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return _unwrap(found)
+    if os.access(_FALLBACK, os.X_OK):
+        return _unwrap(_FALLBACK)
+    raise BrowserError(
+        "no Chromium found: install chromium, or point $HARVEST_BROWSER (or [browser] path) at a Chrome binary"
+    )
+
+
+def _unwrap(path: str) -> str:
+    real = _WRAPPED.get(os.path.realpath(path)) or _WRAPPED.get(path)
+    if real and os.access(real, os.X_OK):
+        return real
+    return path
+
+
+def browser_args(profile_dir: str, *, headful: bool) -> list[str]:
+    """The command-line flags for one launch (pure; ``--no-sandbox`` only as root, where Chrome demands it)."""
+    args = [*BASE_FLAGS, f"--user-data-dir={profile_dir}"]
+    if not headful:
+        args.append("--headless=new")
+    if _is_root():
+        args.append("--no-sandbox")
+    if headful:
+        args.append("about:blank")
+    else:
+        # Every harvest opens its own tab in its own context, so the default tab would be a wasted renderer.
+        args.append("--no-startup-window")
+    return args
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the forked child
+    # Die with the parent even if it is SIGKILLed and never runs its teardown.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _become_subreaper() -> None:
+    # Chromium's helpers (zygote, renderers) are its children, not ours. When we kill the group they are
+    # re-parented to PID 1, which in containers may never reap them. As a subreaper they come to us instead,
+    # and `_reap_group` collects them.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+class BrowserProcess:
+    """One Chromium process with a fresh temp profile, in its own process group.
+
+    Use as ``async with BrowserProcess(path) as proc:``; ``proc.endpoint`` is the browser's DevTools
+    WebSocket URL. :meth:`stop` is idempotent and runs on every exit path.
+    """
+
+    def __init__(self, executable: str, *, headful: bool = False, start_timeout: float = 20.0) -> None:
+        self.executable = executable
+        self.headful = headful
+        self.start_timeout = start_timeout
+        self.endpoint = ""
+        self.profile_dir: str | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        # The last lines Chromium printed, for the error message if it dies; bounded so a chatty browser
+        # in a week-long daemon cannot grow memory.
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._drain: asyncio.Task[None] | None = None
+        self._helpers: set[int] = set()
+
+    @property
+    def pid(self) -> int | None:
+        """The browser's process id (also its process group id), or None before start."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        """True while the browser process is running."""
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the browser has exited."""
+        return self._proc.returncode if self._proc else None
+
+    def describe_exit(self) -> str:
+        """A short human description of why the browser is gone, for error messages."""
+        code = self.returncode
+        how = "is not running" if code is None else f"exited with status {code}"
+        tail = " | ".join(line for line in self._stderr_tail if line.strip())[-300:]
+        return f"Chromium {how}" + (f" ({tail})" if tail else "")
+
+    async def __aenter__(self) -> BrowserProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Launch the browser and wait (under ``start_timeout``) for its DevTools endpoint.
+
+        Raises:
+            BrowserError: the executable is missing, or the browser died or stayed silent.
+        """
+        if self._proc is not None:
+            raise RuntimeError("BrowserProcess.start() called twice")
+        self.profile_dir = tempfile.mkdtemp(prefix=PROFILE_PREFIX)
+        _become_subreaper()
+        helpers_before = _crashpad_children()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.executable,
+                *browser_args(self.profile_dir, headful=self.headful),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # its own process group, so one killpg reaches every helper
+                # Chromium's own temp files (singleton sockets) then go with the profile, even after a SIGKILL.
+                env={**os.environ, "TMPDIR": self.profile_dir},
+                preexec_fn=_child_setup if sys.platform.startswith("linux") else None,
+            )
+        except OSError as exc:
+            await self.stop()
+            raise BrowserError(f"cannot start {self.executable}: {exc.strerror or exc}") from exc
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                self.endpoint = await self._read_endpoint()
+        except TimeoutError:
+            await self.stop()
+            raise BrowserError(
+                f"Chromium did not announce its DevTools endpoint within {self.start_timeout:g} s"
+            ) from None
+        except BaseException:
+            await self.stop()
+            raise
+        self._helpers = _crashpad_children() - helpers_before
+        # Keep reading stderr: a full pipe would block the browser.
+        self._drain = asyncio.create_task(self._drain_stderr())
+
+    async def _read_endpoint(self) -> str:
+        assert self._proc is not None and self._proc.stderr is not None
+        while True:
+            raw = await self._proc.stderr.readline()
+            if not raw:
+                await self._proc.wait()
+                raise BrowserError(self.describe_exit())
+            line = raw.decode("utf-8", "replace").rstrip()
+            self._stderr_tail.append(line)
+            if _ENDPOINT_MARK in line:
+                return line.split(_ENDPOINT_MARK, 1)[1].strip()
+
+    async def _drain_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        with contextlib.suppress(Exception):
+            while raw := await self._proc.stderr.readline():
+                self._stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
+
+    async def version(self, timeout: float = 5.0) -> BrowserVersion:
+        """Ask the running browser for its version over the DevTools HTTP endpoint.
+
+        Raises:
+            BrowserError: the endpoint did not answer in time.
+        """
+        parts = urlsplit(self.endpoint)
+        try:
+            async with asyncio.timeout(timeout):
+                data = await _http_get_json(parts.hostname or "127.0.0.1", parts.port or 9222, "/json/version")
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+            raise BrowserError(f"Chromium's DevTools endpoint did not answer: {exc!r}") from exc
+        return BrowserVersion(product=str(data.get("Browser", "")), user_agent=str(data.get("User-Agent", "")))
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Terminate the process group, kill it after ``grace`` seconds, reap it and delete the profile.
+
+        Safe to call more than once and from ``finally`` blocks: it shields itself from cancellation, so a
+        cancelled harvest still leaves no process and no profile behind.
+        """
+        task = asyncio.ensure_future(self._stop(grace))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Finish the teardown anyway, then let the cancellation continue.
+            await task
+            raise
+
+    async def _stop(self, grace: float) -> None:
+        proc = self._proc
+        if proc is not None:
+            if proc.returncode is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), grace)
+                except TimeoutError:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    await proc.wait()
+            # Helpers may outlive the main process briefly; kill what is left and reap those re-parented to us.
+            await _reap_group(proc.pid, deadline=time.monotonic() + grace)
+            await _reap_pids(self._helpers, deadline=time.monotonic() + grace)
+            self._helpers = set()
+            if self._drain is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(self._drain, 1.0)
+                self._drain = None
+            if proc.stderr is not None:
+                # Close the pipe transport now, or asyncio warns about it when it is garbage-collected.
+                transport = getattr(proc, "_transport", None)
+                if transport is not None:
+                    transport.close()
+        if self.profile_dir is not None:
+            await _remove_tree(self.profile_dir)
+            self.profile_dir = None
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _reap_group(pgid: int, *, deadline: float) -> None:
+    while True:
+        reaped_any = False
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                pid, _ = os.waitpid(-pgid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG never blocks)
+                if pid == 0:
+                    break
+                reaped_any = True
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return  # nothing left in the group
+        if time.monotonic() > deadline:
+            return
+        if not reaped_any:
+            await asyncio.sleep(0.02)
+
+
+def _crashpad_children() -> set[int]:
+    """Our children named chrome_crashpad*: Chromium double-forks its crash handlers into their own session,
+    so the group kill misses them, and as subreaper we inherit them (flags that disable them also break
+    navigation in Chromium 156)."""
+    if not sys.platform.startswith("linux"):
+        return set()
+    me = os.getpid()
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        comm_end = stat.rfind(")")
+        comm = stat[stat.find("(") + 1 : comm_end]
+        fields = stat[comm_end + 2 :].split()
+        if comm.startswith("chrome_crashpad") and len(fields) > 1 and fields[1] == str(me):
+            found.add(int(entry.name))
+    return found
+
+
+async def _reap_pids(pids: set[int], *, deadline: float) -> None:
+    pending = set(pids)
+    for pid in pending:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    while pending:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG never blocks)
+            except ChildProcessError:
+                done = pid  # not (or no longer) our child
+            if done:
+                pending.discard(pid)
+        if not pending or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def _remove_tree(path: str) -> None:
+    # The browser may still be flushing files for a moment after it exits; retry briefly.
+    for _ in range(10):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):  # noqa: ASYNC240 (one stat of a local temp dir)
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _http_get_json(host: str, port: int, path: str) -> dict[str, Any]:
+    """A minimal HTTP/1.1 GET, so asking the version needs no HTTP library."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        # DevTools keeps the connection open whatever we ask, so read exactly Content-Length bytes.
+        length = 0
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        body = await reader.readexactly(length)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("unexpected /json/version answer")
+    return data

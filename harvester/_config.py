@@ -1,0 +1,232 @@
+"""The harvester's configuration: one frozen dataclass and the TOML loader, the only code that reads the file.
+
+```toml
+[daemon]
+backend = "nodriver"        # or "playwright"
+max_concurrent = 2          # harvests at once, each a tab of one browser
+browser_idle_close = 60     # seconds a browser stays up with nothing to do
+listen = "127.0.0.1:8790"   # optional status server
+
+[browser]
+path = "/usr/bin/chromium"  # optional; $HARVEST_BROWSER wins
+
+[providers.cerebras]
+base_url = "http://127.0.0.1:8765"   # optional, as --base-url ($HARVEST_CEREBRAS_BASE_URL wins)
+refresh_interval = 600               # optional
+proxy = "http://..."                 # optional
+url = "https://example.com/"         # only for a site with no recipe (as `harvest --url`)
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ._driver import BACKENDS, Backend
+from ._exceptions import ConfigError
+from ._recipes import RECIPES, env_base_url, normalize_origin
+
+CONFIG_ENV = "HARVEST_CONFIG"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """``[daemon]``: how the refresh daemon runs."""
+
+    backend: Backend = "nodriver"
+    max_concurrent: int = 2
+    browser_idle_close: float = 60.0
+    listen: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserConfig:
+    """``[browser]``: which Chromium to launch."""
+
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """``[providers.NAME]``: per-provider overrides. The proxy may hold a password, so it stays out of repr."""
+
+    name: str
+    base_url: str | None = None
+    refresh_interval: float | None = None
+    proxy: str | None = field(default=None, repr=False)
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole config file (all defaults when there is no file)."""
+
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    browser: BrowserConfig = field(default_factory=BrowserConfig)
+    providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: MappingProxyType({}))
+    path: Path | None = None
+
+    def provider(self, name: str) -> ProviderConfig:
+        """The section for ``name`` (an empty one if the file has none)."""
+        return self.providers.get(name) or ProviderConfig(name=name)
+
+    def base_url(self, name: str, environ: Mapping[str, str] | None = None) -> str | None:
+        """``$HARVEST_<NAME>_BASE_URL``, else the config's ``base_url`` for ``name``."""
+        return env_base_url(name, environ) or self.provider(name).base_url
+
+
+def default_config_path() -> Path:
+    """``$HARVEST_CONFIG``, else ``<user config dir>/harvest/config.toml``."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("harvest")) / "config.toml"
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the TOML config from ``path`` (default :func:`default_config_path`).
+
+    A missing default file means all defaults; a missing explicit ``path`` is an error.
+
+    Raises:
+        ConfigError: unreadable, not TOML, an unknown key or a bad value; the message names the file, the
+            key and the line.
+    """
+    explicit = path is not None
+    file = Path(path).expanduser() if path is not None else default_config_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {file} does not exist", path=str(file)) from None
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}", path=str(file)) from exc
+    return parse_config(text, path=file)
+
+
+def parse_config(text: str, *, path: Path | None = None) -> Config:
+    """Parse config TOML text (pure).
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    where = str(path) if path else "<config>"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(
+            f"{where}: not valid TOML: {exc}", path=where, line=int(match.group(1)) if match else None
+        ) from None
+    checker = _Checker(text, where)
+    checker.only(data, "", {"daemon", "browser", "providers"})
+
+    raw_daemon = checker.table(data, "daemon")
+    checker.only(raw_daemon, "daemon", {"backend", "max_concurrent", "browser_idle_close", "listen"})
+    backend = checker.value(raw_daemon, "daemon", "backend", str, "nodriver")
+    if backend not in BACKENDS:
+        checker.fail("daemon", "backend", f"must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    max_concurrent = checker.value(raw_daemon, "daemon", "max_concurrent", int, 2)
+    if max_concurrent < 1:
+        checker.fail("daemon", "max_concurrent", "must be at least 1")
+    idle = float(checker.value(raw_daemon, "daemon", "browser_idle_close", (int, float), 60.0))
+    if idle < 0:
+        checker.fail("daemon", "browser_idle_close", "must not be negative")
+    listen = checker.value(raw_daemon, "daemon", "listen", str, None)
+    if listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
+        checker.fail("daemon", "listen", f"must be HOST:PORT, not {listen!r}")
+    daemon = DaemonConfig(backend=backend, max_concurrent=max_concurrent, browser_idle_close=idle, listen=listen)
+
+    raw_browser = checker.table(data, "browser")
+    checker.only(raw_browser, "browser", {"path"})
+    browser = BrowserConfig(path=checker.value(raw_browser, "browser", "path", str, None))
+
+    providers: dict[str, ProviderConfig] = {}
+    for name, raw in checker.table(data, "providers").items():
+        section = f"providers.{name}"
+        if not isinstance(raw, dict):
+            checker.fail("providers", name, "must be a table, e.g. [providers.cerebras]")
+        checker.only(raw, section, {"base_url", "refresh_interval", "proxy", "url"})
+        url = checker.value(raw, section, "url", str, None)
+        if name not in RECIPES and not url:
+            checker.fail("providers", name, f'is not a known provider ({", ".join(sorted(RECIPES))}); add url = "..."')
+        base_url = checker.value(raw, section, "base_url", str, None)
+        if base_url is not None:
+            try:
+                base_url = normalize_origin(base_url)
+            except ValueError as exc:
+                checker.fail(section, "base_url", str(exc))
+        interval = checker.value(raw, section, "refresh_interval", (int, float), None)
+        if interval is not None and interval <= 0:
+            checker.fail(section, "refresh_interval", "must be a positive number of seconds")
+        providers[name] = ProviderConfig(
+            name=name,
+            base_url=base_url,
+            refresh_interval=float(interval) if interval is not None else None,
+            proxy=checker.value(raw, section, "proxy", str, None),
+            url=url,
+        )
+    return Config(daemon=daemon, browser=browser, providers=MappingProxyType(providers), path=path)
+
+
+class _Checker:
+    """Validates values and builds errors that name the key and its line."""
+
+    def __init__(self, text: str, where: str) -> None:
+        self._lines = text.splitlines()
+        self._where = where
+
+    def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.fail("", key, "must be a table")
+        return value
+
+    def only(self, data: dict[str, Any], section: str, allowed: set[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                self.fail(section, key, f"is not a known key (expected one of {', '.join(sorted(allowed))})")
+
+    def value(self, data: dict[str, Any], section: str, key: str, kind: Any, default: Any) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__.replace("str", "string").replace("int", "integer") for k in kinds)
+            self.fail(section, key, f"must be a {names}, not {value!r}")
+        return value
+
+    def fail(self, section: str, key: str, problem: str) -> Any:
+        dotted = f"{section}.{key}" if section else key
+        line = self._line_of(section, key)
+        at = f" (line {line})" if line else ""
+        raise ConfigError(f"{self._where}{at}: {dotted} {problem}", path=self._where, key=dotted, line=line)
+
+    def _line_of(self, section: str, key: str) -> int | None:
+        # tomllib keeps no positions, so find the key under its [section] header in the text.
+        current = ""
+        header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+        key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        for number, line in enumerate(self._lines, 1):
+            found = header.match(line)
+            if found:
+                current = found.group(1).replace('"', "").replace("'", "")
+                if not section and current.split(".", 1)[0] == key:
+                    return number
+                if current == f"{section}.{key}":
+                    return number
+                continue
+            if current == section and key_re.match(line):
+                return number
+        return None

@@ -1,0 +1,166 @@
+"""The one small interface between the harvester and a browser driver, and the one place driver errors
+are translated.
+
+A driver attaches to a Chromium that ``_browser.BrowserProcess`` launched, and opens pages, each in its own
+browser context (own cookie jar, own proxy). Only ``_nodriver.py`` and ``_playwright.py`` import a driver
+library, and only when a harvest actually runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import Any, Literal, Protocol
+
+from cache import Cookie
+
+from ._browser import BrowserProcess
+from ._classify import PageState
+from ._exceptions import BrowserError, HarvestError
+from ._identity import Identity
+
+Backend = Literal["nodriver", "playwright"]
+BACKENDS: tuple[Backend, ...] = ("nodriver", "playwright")
+DEFAULT_BACKEND: Backend = "nodriver"
+
+# One round trip that tells the classifier everything it needs. The document's HTTP status comes from the
+# Navigation Timing entry, so it is right after the challenge page reloads itself too.
+SNAPSHOT_JS = """(() => {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const root = document.documentElement;
+  return {
+    url: location.href,
+    status: nav && nav.responseStatus ? nav.responseStatus : null,
+    title: document.title || "",
+    html: root ? root.outerHTML.slice(0, 500000) : "",
+    ready: document.readyState,
+  };
+})()"""
+
+
+class Page(Protocol):
+    """One tab in its own browser context."""
+
+    async def goto(self, url: str) -> None:
+        """Start navigating to ``url`` and return once the navigation is committed."""
+        ...
+
+    async def evaluate(self, expression: str) -> Any:
+        """Evaluate a JS expression in the page (awaiting a promise) and return its JSON value."""
+        ...
+
+    async def cookies(self) -> list[Cookie]:
+        """Every cookie of this page's browser context, with all attributes."""
+        ...
+
+    async def close(self) -> None:
+        """Close the tab and dispose of its browser context (idempotent)."""
+        ...
+
+
+class Driver(Protocol):
+    """A CDP client attached to one running browser."""
+
+    name: str
+
+    async def prepare(self) -> None:
+        """Do the driver's own start-up (may run while the browser launches)."""
+        ...
+
+    async def connect(self, process: BrowserProcess) -> None:
+        """Attach to the running browser."""
+        ...
+
+    async def new_page(self, *, identity: Identity, proxy: str | None = None) -> Page:
+        """Open a blank tab in a fresh browser context that presents ``identity``."""
+        ...
+
+    async def close(self) -> None:
+        """Detach from the browser and release the driver's resources (idempotent; never raises)."""
+        ...
+
+
+def make_driver(backend: str | None) -> Driver:
+    """Create the driver for ``backend`` (default nodriver), importing its library only now.
+
+    Raises:
+        ValueError: an unknown backend name.
+    """
+    name = backend or DEFAULT_BACKEND
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module = importlib.import_module(f"harvester._{name}")
+    driver: Driver = module.create()
+    return driver
+
+
+async def snapshot(page: Page) -> PageState:
+    """Read the page's URL, status, title, HTML and ready state in one round trip."""
+    data = await page.evaluate(SNAPSHOT_JS)
+    if not isinstance(data, dict):
+        return PageState(ready_state="loading")
+    status = data.get("status")
+    return PageState(
+        url=str(data.get("url") or ""),
+        status=status if isinstance(status, int) else None,
+        title=str(data.get("title") or ""),
+        html=str(data.get("html") or ""),
+        ready_state=str(data.get("ready") or "loading"),
+    )
+
+
+def cookie_from_cdp(data: dict[str, Any]) -> Cookie:
+    """A CDP ``Network.Cookie`` (or a playwright cookie dict, same keys) as the cache's ``Cookie``."""
+    raw_expires = data.get("expires")
+    expires = float(raw_expires) if isinstance(raw_expires, int | float) else -1.0
+    session = bool(data.get("session")) or expires < 0
+    same_site = data.get("sameSite")
+    return Cookie(
+        name=str(data.get("name", "")),
+        value=str(data.get("value", "")),
+        domain=str(data.get("domain", "")),
+        path=str(data.get("path") or "/"),
+        expires=None if session else expires,
+        http_only=bool(data.get("httpOnly", False)),
+        secure=bool(data.get("secure", False)),
+        same_site=same_site if same_site in ("Strict", "Lax", "None") else None,
+    )
+
+
+# Module prefixes of the libraries whose errors mean "the browser is gone or not answering".
+_DRIVER_MODULES = ("nodriver", "playwright", "websockets", "aiohttp")
+
+
+def translate_error(exc: BaseException, *, provider: str | None = None, url: str | None = None) -> HarvestError:
+    """Map an error from a driver, its WebSocket or the OS to a ``HarvestError`` (most specific first).
+
+    Matched by module name, so this module never imports a driver library. A ``HarvestError`` passes through.
+    """
+    if isinstance(exc, HarvestError):
+        return exc
+    module = type(exc).__module__ or ""
+    kind = type(exc).__name__
+    if module.startswith("playwright") and kind == "TimeoutError":
+        message = f"the browser did not answer in time ({_first_line(exc)})"
+    elif module.startswith(_DRIVER_MODULES) or isinstance(exc, ConnectionError | OSError | EOFError):
+        message = f"lost the browser: {kind}: {_first_line(exc)}"
+    elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        message = "the browser did not answer in time"
+    else:
+        message = f"unexpected browser failure: {kind}: {_first_line(exc)}"
+    error = BrowserError(
+        message + "; check that Chromium runs (`chromium --version`) and retry", provider=provider, url=url
+    )
+    error.__cause__ = exc
+    return error
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    """True for the errors :func:`translate_error` knows to mean a browser or CDP failure."""
+    module = type(exc).__module__ or ""
+    return module.startswith(_DRIVER_MODULES) or isinstance(exc, ConnectionError | OSError | EOFError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""

@@ -1,0 +1,84 @@
+"""Errors raised by the harvester.
+
+Every error has one root, so a caller (the CLI, the daemon, a provider client) can catch them all::
+
+    HarvestError
+    ├── ChallengeTimeout        the challenge did not clear before the deadline
+    ├── BlockedError            the site answered "Access denied" (or kept failing with 5xx)
+    ├── BrowserError            Chromium is missing, crashed, or unreachable over CDP
+    ├── NeedsHeadfulError       an interactive challenge or a login: a person must act once
+    ├── UnknownProviderError    no recipe by that name
+    └── ConfigError             the config file is malformed (names the key and the line)
+
+Misuse (calling a closed ``Harvester``) raises ``RuntimeError`` instead, so ``except HarvestError``
+never swallows a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class HarvestError(Exception):
+    """Root of every error the harvester raises."""
+
+    def __init__(self, message: str, *, provider: str | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.url = url
+
+
+class ChallengeTimeout(HarvestError):
+    """The challenge was still running when the deadline passed."""
+
+    def __init__(self, message: str, *, provider: str | None = None, url: str | None = None, timeout: float) -> None:
+        super().__init__(message, provider=provider, url=url)
+        self.timeout = timeout
+
+
+class BlockedError(HarvestError):
+    """The site refused this browser outright (a block page, or HTTP 5xx until the deadline)."""
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, url: str | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, url=url)
+        self.status = status
+
+
+class BrowserError(HarvestError):
+    """Chromium could not be found or started, or it died or stopped answering mid-harvest."""
+
+
+class NeedsHeadfulError(HarvestError):
+    """A person must act once (an interactive challenge or a login) in a visible browser."""
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, url: str | None = None, reason: str = "interactive"
+    ) -> None:
+        super().__init__(message, provider=provider, url=url)
+        self.reason = reason
+
+
+class UnknownProviderError(HarvestError):
+    """No recipe has this name."""
+
+    def __init__(self, provider: str, known: Iterable[str]) -> None:
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown provider {provider!r}; known providers: {', '.join(self.known)} "
+            "(or use `harvest --url URL` for any other site)",
+            provider=provider,
+        )
+
+
+class ConfigError(HarvestError):
+    """The config file cannot be used; the message names the file, the key and the line."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, key: str | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
+        self.line = line

@@ -1,0 +1,98 @@
+"""The playwright backend: ``connect_over_cdp`` to a browser we launched."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from cache import Cookie
+
+from ._browser import BrowserProcess
+from ._driver import cookie_from_cdp
+from ._identity import Identity
+
+
+class PlaywrightPage:
+    """A playwright page in its own ``BrowserContext``."""
+
+    def __init__(self, context: Any, page: Any) -> None:
+        self._context = context
+        self._page = page
+        self._closed = False
+
+    async def goto(self, url: str) -> None:
+        # "commit": return once the response starts; the harvester polls the page itself from there.
+        await self._page.goto(url, wait_until="commit")
+
+    async def evaluate(self, expression: str) -> Any:
+        return await self._page.evaluate(expression)
+
+    async def cookies(self) -> list[Cookie]:
+        return [cookie_from_cdp(dict(c)) for c in await self._context.cookies()]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._context.close()
+
+
+class PlaywrightDriver:
+    """Drives Chromium through playwright, attached over CDP (playwright never launches it)."""
+
+    name = "playwright"
+
+    def __init__(self) -> None:
+        self._manager: Any = None
+        self._playwright: Any = None
+        self._browser: Any = None
+
+    async def prepare(self) -> None:
+        # Starting playwright spawns its Node driver (~0.3 s); the harvester runs this while Chromium launches.
+        if self._playwright is None:
+            from playwright.async_api import async_playwright
+
+            self._manager = async_playwright()
+            self._playwright = await self._manager.start()
+
+    async def connect(self, process: BrowserProcess) -> None:
+        await self.prepare()
+        self._browser = await self._playwright.chromium.connect_over_cdp(process.endpoint)
+
+    async def new_page(self, *, identity: Identity, proxy: str | None = None) -> PlaywrightPage:
+        if self._browser is None:
+            raise RuntimeError("PlaywrightDriver.new_page() before connect()")
+        options: dict[str, Any] = {"locale": "en-US"}
+        if proxy:
+            options["proxy"] = {"server": proxy}
+        context = await self._browser.new_context(**options)
+        try:
+            page = await context.new_page()
+            # playwright's own user_agent option cannot set userAgentMetadata, so client hints would not
+            # match; set the full override over this page's CDP session before the first navigation.
+            session = await context.new_cdp_session(page)
+            await session.send("Network.enable")
+            await session.send("Network.setUserAgentOverride", identity.cdp_override())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await context.close()
+            raise
+        return PlaywrightPage(context, page)
+
+    async def close(self) -> None:
+        browser, self._browser = self._browser, None
+        manager, self._manager = self._manager, None
+        self._playwright = None
+        if browser is not None:
+            with contextlib.suppress(Exception):
+                # For a CDP-attached browser this only disconnects; the process is ours to stop.
+                await browser.close()
+        if manager is not None:
+            with contextlib.suppress(Exception):
+                await manager.__aexit__(None, None, None)
+
+
+def create() -> PlaywrightDriver:
+    """Factory used by ``_driver.make_driver``."""
+    return PlaywrightDriver()

@@ -1,0 +1,167 @@
+"""Recipes: where to go for each provider, what proves success, what to collect, and how long it lasts.
+
+Data plus two small pure hooks (parse the session, build the extra headers). The I/O that runs a recipe
+lives in ``_harvest.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ._exceptions import UnknownProviderError
+
+PROOF_COOKIE = "cf_clearance"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How to harvest one provider.
+
+    Attributes:
+        name: the record name in the cache.
+        origin: the default origin (scheme://host[:port]); endpoints are paths under it.
+        start_path: the page that carries the challenge and sets the cookies.
+        ttl: how long a harvest is trusted when the proof cookie does not say otherwise.
+        proof_cookie: the cookie whose expiry bounds the record's (``cf_clearance``).
+        session_path: a JSON endpoint fetched *inside the page* for the API key, if any.
+        headers: extra headers the site's own calls send; ``{origin}`` is replaced by the origin.
+    """
+
+    name: str
+    origin: str
+    start_path: str = "/"
+    ttl: timedelta = timedelta(hours=1)
+    proof_cookie: str | None = PROOF_COOKIE
+    session_path: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def start_url(self) -> str:
+        """The absolute URL the browser opens first."""
+        return self.origin + self.start_path
+
+    @property
+    def session_url(self) -> str | None:
+        """The absolute URL of the session endpoint, if the recipe has one."""
+        return self.origin + self.session_path if self.session_path else None
+
+    def rebase(self, origin: str) -> Recipe:
+        """The same recipe on another origin; every endpoint keeps its path."""
+        return dataclasses.replace(self, origin=normalize_origin(origin))
+
+    def extra_headers(self) -> dict[str, str]:
+        """The recipe's extra headers with ``{origin}`` filled in (lower-case names)."""
+        return {k.lower(): v.replace("{origin}", self.origin) for k, v in self.headers.items()}
+
+
+RECIPES: dict[str, Recipe] = {
+    "cloudflare": Recipe(
+        name="cloudflare",
+        origin="https://playground.ai.cloudflare.com",
+        # The playground clearance is short-lived in practice; refresh well inside it.
+        ttl=timedelta(minutes=30),
+    ),
+    "cerebras": Recipe(
+        name="cerebras",
+        origin="https://inference.cerebras.ai",
+        session_path="/api/auth/session",
+    ),
+    "deepinfra": Recipe(
+        name="deepinfra",
+        origin="https://deepinfra.com",
+        headers={"X-Deepinfra-Source": "web-embed", "Origin": "{origin}", "Referer": "{origin}/"},
+    ),
+    "freenetfly": Recipe(
+        name="freenetfly",
+        origin="https://free.netfly.top",
+    ),
+}
+
+
+def known_providers() -> list[str]:
+    """The provider names that have a recipe, sorted."""
+    return sorted(RECIPES)
+
+
+def normalize_origin(value: str) -> str:
+    """``http://host:port/any/path`` -> ``http://host:port`` (a bare ``host:port`` gets ``https://``).
+
+    Raises:
+        ValueError: not an http(s) origin.
+    """
+    text = value.strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) origin")
+    return urlunsplit((parts.scheme, parts.netloc, "", "", "")).rstrip("/")
+
+
+def env_base_url(provider: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """``$HARVEST_<PROVIDER>_BASE_URL`` for ``provider`` (``-`` and ``.`` become ``_``), if set."""
+    env = os.environ if environ is None else environ
+    key = "HARVEST_" + "".join(c if c.isalnum() else "_" for c in provider.upper()) + "_BASE_URL"
+    return env.get(key) or None
+
+
+def resolve_recipe(
+    provider: str | None,
+    *,
+    url: str | None = None,
+    name: str | None = None,
+    base_url: str | None = None,
+    config_base_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Recipe:
+    """Pick and rebase the recipe for one harvest.
+
+    ``url`` makes a generic recipe (any site: cookies and UA) named ``name`` or the URL's host.
+    The origin comes from ``base_url`` (CLI), then ``$HARVEST_<PROVIDER>_BASE_URL``, then the config's
+    ``base_url``, then the recipe's default.
+
+    Raises:
+        UnknownProviderError: ``provider`` has no recipe.
+        ValueError: an origin or URL is malformed.
+    """
+    if url:
+        parts = urlsplit(url if "://" in url else "https://" + url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        recipe = Recipe(
+            name=name or provider or (parts.hostname or parts.netloc),
+            origin=urlunsplit((parts.scheme, parts.netloc, "", "", "")),
+            start_path=path,
+            proof_cookie=PROOF_COOKIE,
+        )
+    else:
+        if not provider or provider not in RECIPES:
+            raise UnknownProviderError(provider or "", known_providers())
+        recipe = RECIPES[provider]
+        if name:
+            recipe = dataclasses.replace(recipe, name=name)
+    origin = base_url or env_base_url(recipe.name, environ) or config_base_url
+    return recipe.rebase(origin) if origin else recipe
+
+
+def parse_session(payload: Any) -> str | None:
+    """The ``demoApiKey`` from a NextAuth-style session (``{"user": {"demoApiKey": ...}}``), or None.
+
+    An empty session (``{}``, ``null``) means nobody is signed in.
+    """
+    if not isinstance(payload, dict):
+        return None
+    user = payload.get("user")
+    if not isinstance(user, dict):
+        return None
+    key = user.get("demoApiKey") or user.get("apiKey")
+    return key if isinstance(key, str) and key else None

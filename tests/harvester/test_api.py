@@ -1,0 +1,95 @@
+"""The package surface: lazy re-exports, the error tree, and error translation in one place."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import harvester
+from harvester import (
+    BlockedError,
+    BrowserError,
+    ChallengeTimeout,
+    ConfigError,
+    HarvestError,
+    NeedsHeadfulError,
+    UnknownProviderError,
+)
+from harvester._driver import translate_error
+from harvester.cli import _exit
+from harvester.cli._oneshot import exit_code_for
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """__all__ is sorted and every name in it resolves."""
+    assert harvester.__all__ == sorted(harvester.__all__)
+    for name in harvester.__all__:
+        assert getattr(harvester, name) is not None
+
+
+def test_import_is_cheap() -> None:
+    """`import harvester` (and its names) never imports a browser driver or an HTTP library."""
+    code = (
+        "import sys, harvester\n"
+        "from harvester import harvest, Harvester, HarvestError, load_config, classify\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('nodriver', 'playwright', 'aiohttp', 'websockets', 'curl_cffi')]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_error_tree_has_one_root() -> None:
+    """Every harvester error is a HarvestError."""
+    for kind in (ChallengeTimeout, BlockedError, BrowserError, NeedsHeadfulError, UnknownProviderError, ConfigError):
+        assert issubclass(kind, HarvestError)
+
+
+def _driver_errors() -> list[BaseException]:
+    import nodriver
+    import websockets.exceptions
+    from playwright._impl._errors import Error, TargetClosedError
+    from playwright._impl._errors import TimeoutError as PlaywrightTimeout
+
+    return [
+        nodriver.ProtocolException({"message": "boom", "code": -32000}),
+        websockets.exceptions.ConnectionClosedError(None, None),
+        Error("Target crashed"),
+        TargetClosedError(),
+        PlaywrightTimeout("Timeout 30000ms exceeded"),
+        ConnectionError("Connection closed"),
+        ConnectionRefusedError(111, "refused"),
+        TimeoutError(),
+    ]
+
+
+@pytest.mark.parametrize("error", _driver_errors(), ids=lambda e: type(e).__name__)
+def test_driver_errors_become_browser_errors(error: BaseException) -> None:
+    """Each driver, WebSocket and OS error class maps to BrowserError, chained to the original."""
+    translated = translate_error(error, provider="cerebras", url="http://x/")
+    assert isinstance(translated, BrowserError)
+    assert translated.__cause__ is error and translated.provider == "cerebras"
+
+
+def test_harvest_errors_pass_through() -> None:
+    """A HarvestError is returned unchanged."""
+    error = BlockedError("no", provider="x")
+    assert translate_error(error) is error
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ChallengeTimeout("t", timeout=1), _exit.CHALLENGE_TIMEOUT),
+        (BlockedError("b"), _exit.BLOCKED),
+        (BrowserError("c"), _exit.BROWSER_FAILED),
+        (NeedsHeadfulError("h"), _exit.NEEDS_HEADFUL),
+        (UnknownProviderError("x", ["a"]), _exit.USAGE),
+    ],
+)
+def test_exit_codes(error: HarvestError, code: int) -> None:
+    """Each error class has its documented exit code."""
+    assert exit_code_for(error) == code

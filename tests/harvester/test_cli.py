@@ -1,0 +1,138 @@
+"""`harvest --provider NAME` end to end: a real `harvest` process, real Chromium, the emulator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harvester.cli import _exit
+
+from .conftest import browser_children, harvest_cmd, wait_for
+
+Factory = Callable[..., Any]
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run `harvest ARGS` to completion."""
+    return subprocess.run(harvest_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def cached(env: dict[str, str], name: str) -> dict[str, Any]:
+    """`harvest cache get NAME --json`, parsed."""
+    out = run(env, "cache", "get", name, "--json")
+    assert out.returncode == 0, out.stderr
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+@pytest.mark.parametrize("backend", ["nodriver", "playwright"])
+def test_every_provider_end_to_end(emulator: Any, harvest_env: dict[str, str], backend: str) -> None:
+    """`harvest --all` fills the cache with each provider's cookies, key and a non-headless UA."""
+    out = run(harvest_env, "--all", "--base-url", emulator.url, "--backend", backend)
+    assert out.returncode == _exit.OK, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["cerebras", "cloudflare", "deepinfra", "freenetfly"]
+    for name in ("cerebras", "cloudflare", "deepinfra", "freenetfly"):
+        record = cached(harvest_env, name)
+        cookies = {c["name"]: c for c in record["cookies"]}
+        assert cookies["cf_clearance"]["http_only"] is True
+        assert cookies["cf_clearance"]["value"] not in out.stdout + out.stderr  # the summary has no secrets
+        assert "Headless" not in record["user_agent"] and "Chrome/" in record["user_agent"]
+        assert record["headers"]["sec-ch-ua-platform"] == '"Linux"'
+        assert record["origin"] == emulator.url and record["browser"].startswith("Chromium/")
+        assert record["extras"]["backend"] == backend
+    assert cached(harvest_env, "cerebras")["api_key"].startswith("csk-")
+    assert cached(harvest_env, "deepinfra")["headers"]["x-deepinfra-source"] == "web-embed"
+    assert emulator.stats["clearances_issued"] == 4
+
+
+def test_blocked_exits_5(emulator_factory: Factory, harvest_env: dict[str, str]) -> None:
+    """An "Access denied" page exits 5 and says what to try."""
+    emu = emulator_factory(variant="blocked")
+    out = run(harvest_env, "--provider", "cloudflare", "--base-url", emu.url)
+    assert out.returncode == _exit.BLOCKED
+    assert "Access denied" in out.stderr and "--proxy" in out.stderr
+
+
+def test_interactive_exits_7_with_headful_hint(emulator_factory: Factory, harvest_env: dict[str, str]) -> None:
+    """A Turnstile-style challenge exits 7 and tells the user to run once with --headful."""
+    emu = emulator_factory(variant="interactive")
+    out = run(harvest_env, "--provider", "deepinfra", "--base-url", emu.url)
+    assert out.returncode == _exit.NEEDS_HEADFUL
+    assert "harvest --provider deepinfra --headful" in out.stderr
+    assert emu.stats["clearances_issued"] == 0
+
+
+def test_never_clearing_challenge_exits_4_within_the_deadline(
+    emulator_factory: Factory, harvest_env: dict[str, str]
+) -> None:
+    """A challenge slower than --timeout exits 4 soon after the deadline."""
+    emu = emulator_factory(think_ms=60_000)
+    started = time.monotonic()
+    out = run(harvest_env, "--provider", "cloudflare", "--base-url", emu.url, "--timeout", "2")
+    assert out.returncode == _exit.CHALLENGE_TIMEOUT, out.stderr
+    assert time.monotonic() - started < 2 + 8  # launch + interpreter start-up on a loaded 2-core machine
+    assert "did not clear within 2 s" in out.stderr
+
+
+def test_unknown_provider_exits_2_listing_known(harvest_env: dict[str, str]) -> None:
+    """An unknown provider exits 2 and lists the known ones."""
+    out = run(harvest_env, "--provider", "nope")
+    assert out.returncode == _exit.USAGE
+    assert "cerebras, cloudflare, deepinfra, freenetfly" in out.stderr
+
+
+def _start_slow_harvest(emu: Any, env: dict[str, str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        harvest_cmd("--provider", "cloudflare", "--base-url", emu.url, "--timeout", "60"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert wait_for(lambda: emu.stats["challenge_pages"] > 0, timeout=30), "the browser never reached the page"
+    return proc
+
+
+def test_chromium_killed_mid_harvest_exits_6(emulator_factory: Factory, harvest_env: dict[str, str]) -> None:
+    """Killing Chromium mid-challenge gives a clean browser error (exit 6), not a hang or a traceback."""
+    emu = emulator_factory(think_ms=60_000)
+    proc = _start_slow_harvest(emu, harvest_env)
+    browsers = browser_children(proc.pid)
+    assert browsers
+    for pid in browsers:
+        subprocess.run(["kill", "-9", str(pid)], check=False)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == _exit.BROWSER_FAILED, stderr
+    assert "Traceback" not in stderr and "Chromium" in stderr
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_cleanly(emulator_factory: Factory, harvest_env: dict[str, str], sig: int, code: int) -> None:
+    """SIGINT or SIGTERM mid-harvest exits 130 / 143 after closing the browser (no leftovers)."""
+    emu = emulator_factory(think_ms=60_000)
+    proc = _start_slow_harvest(emu, harvest_env)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+
+
+def test_two_processes_make_one_browser_run(emulator_factory: Factory, harvest_env: dict[str, str]) -> None:
+    """Two `harvest --provider X` at once: one clears the challenge, the other reuses its record."""
+    emu = emulator_factory(think_ms=500)
+    args = harvest_cmd("--provider", "cerebras", "--base-url", emu.url)
+    procs = [subprocess.Popen(args, env=harvest_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    time.sleep(0.1)
+    procs.append(subprocess.Popen(args, env=harvest_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=90)
+        assert proc.returncode == 0, stderr
+    assert emu.stats["clearances_issued"] == 1
+    assert cached(harvest_env, "cerebras")["api_key"].startswith("csk-")

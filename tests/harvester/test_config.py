@@ -1,0 +1,80 @@
+"""The config file: defaults, the schema of issue 5, and errors that name the key and the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harvester import ConfigError, load_config
+from harvester._config import parse_config
+
+GOOD = """
+[daemon]
+backend = "playwright"
+max_concurrent = 3
+browser_idle_close = 30
+listen = "127.0.0.1:8790"
+
+[browser]
+path = "/usr/bin/chromium"
+
+[providers.cerebras]
+base_url = "http://127.0.0.1:8765/"
+refresh_interval = 600
+proxy = "http://user:secret@proxy:3128"
+"""
+
+
+def test_missing_default_file_means_defaults(isolated_env: Path) -> None:
+    """With no file at $HARVEST_CONFIG every setting has its default."""
+    config = load_config()
+    assert config.daemon.backend == "nodriver" and config.daemon.max_concurrent == 2
+    assert config.providers == {}
+
+
+def test_full_schema_parses(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every documented key is read, origins are normalised, and the proxy stays out of repr."""
+    path = isolated_env / "config.toml"
+    path.write_text(GOOD)
+    config = load_config(path)
+    assert config.daemon.backend == "playwright" and config.daemon.browser_idle_close == 30.0
+    assert config.browser.path == "/usr/bin/chromium"
+    cerebras = config.provider("cerebras")
+    assert cerebras.base_url == "http://127.0.0.1:8765" and cerebras.refresh_interval == 600.0
+    assert "secret" not in repr(config)
+    assert config.base_url("cerebras") == "http://127.0.0.1:8765"
+    monkeypatch.setenv("HARVEST_CEREBRAS_BASE_URL", "http://127.0.0.1:1")
+    assert config.base_url("cerebras") == "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        ("[daemon]\nbackend = 'selenium'\n", "daemon.backend", 2),
+        ("[daemon]\n\nmax_concurrent = 'two'\n", "daemon.max_concurrent", 3),
+        ("[daemon]\nbogus = 1\n", "daemon.bogus", 2),
+        ("[providers.nope]\nbase_url = 'http://x'\n", "providers.nope", 1),
+        ("[providers.cerebras]\nrefresh_interval = -1\n", "providers.cerebras.refresh_interval", 2),
+        ("[providers.cerebras]\nbase_url = 'ftp://x'\n", "providers.cerebras.base_url", 2),
+    ],
+)
+def test_bad_values_name_key_and_line(text: str, key: str, line: int) -> None:
+    """A bad value raises ConfigError whose message and attributes name the key and its line."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path=Path("c.toml"))
+    assert info.value.key == key and info.value.line == line
+    assert key in str(info.value) and f"line {line}" in str(info.value)
+
+
+def test_invalid_toml_names_the_line() -> None:
+    """A syntax error names its line."""
+    with pytest.raises(ConfigError) as info:
+        parse_config("[daemon]\nbackend = \n")
+    assert info.value.line == 2
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    """Asking for a file that does not exist is an error, not silent defaults."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")

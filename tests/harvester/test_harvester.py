@@ -1,0 +1,184 @@
+"""The Harvester against real Chromium and the emulator, in process, with both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from cache import AuthCache
+from harvester import BrowserError, ChallengeTimeout, Harvester, HarvestError, NeedsHeadfulError, harvest
+from harvester._driver import make_driver
+from harvester._identity import build_identity
+
+BACKENDS = ["nodriver", "playwright"]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a condition owned by another thread (the emulator's counters) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 (no event to await: the emulator runs on its own loop)
+            await asyncio.sleep(0.02)
+
+
+Factory = Callable[..., Any]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_page_presents_a_consistent_non_headless_identity(emulator: Any, backend: str) -> None:
+    """Inside the page the UA has no Headless, webdriver is false, and the brands are the recorded ones."""
+    async with Harvester(backend) as harvester:
+        _process, driver, identity = await harvester._ensure_browser(lambda _: None)
+        page = await driver.new_page(identity=identity)
+        try:
+            await page.goto(emulator.url + "/static/img/none.png")
+            seen = await page.evaluate(
+                "(async () => ({ua: navigator.userAgent, webdriver: navigator.webdriver,"
+                ' brands: navigator.userAgentData.brands.map(b => `"${b.brand}";v="${b.version}"`).join(\', \'),'
+                " platform: navigator.userAgentData.platform}))()"
+            )
+        finally:
+            await page.close()
+    assert "Headless" not in seen["ua"] and seen["ua"] == identity.user_agent
+    assert seen["webdriver"] is False
+    assert seen["brands"] == identity.headers()["sec-ch-ua"]
+    assert seen["platform"] == "Linux"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_one_browser_serves_many_harvests_each_in_its_own_context(emulator: Any, backend: str) -> None:
+    """Concurrent harvests share one browser but not cookies: each clears its own challenge."""
+    async with Harvester(backend, max_concurrent=2) as harvester:
+        records = await asyncio.gather(
+            harvester.harvest("cloudflare", base_url=emulator.url),
+            harvester.harvest("cerebras", base_url=emulator.url),
+            harvester.harvest("freenetfly", base_url=emulator.url),
+        )
+        assert harvester.browser_launches == 1 and harvester.browser_running
+    assert not harvester.browser_running
+    assert emulator.stats["clearances_issued"] == 3
+    assert [r.provider for r in records] == ["cloudflare", "cerebras", "freenetfly"]
+    assert records[1].api_key and records[1].api_key.startswith("csk-")
+    assert len({r.cookie_dict()["cf_clearance"] for r in records}) == 3
+    assert emulator.stats["clearance_user_agent"] == records[0].user_agent
+
+
+async def test_dead_browser_is_replaced_and_counted(emulator: Any) -> None:
+    """If Chromium dies between harvests, the next harvest launches a new one and counts the restart."""
+    async with Harvester() as harvester:
+        await harvester.harvest("cloudflare", base_url=emulator.url)
+        assert harvester._process is not None and harvester._process.pid is not None
+        os.killpg(harvester._process.pid, signal.SIGKILL)
+        await until(lambda: not harvester.browser_running)
+        record = await harvester.harvest("cloudflare", base_url=emulator.url)
+        assert harvester.browser_restarts == 1 and harvester.browser_launches == 2
+    assert record.cookie_dict()["cf_clearance"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_browser_killed_mid_harvest_is_a_browser_error(emulator_factory: Factory, backend: str) -> None:
+    """Killing Chromium while a challenge runs ends the harvest with BrowserError, not a hang."""
+    emu = emulator_factory(think_ms=10_000)
+    async with Harvester(backend, timeout=20) as harvester:
+        task = asyncio.create_task(harvester.harvest("cloudflare", base_url=emu.url))
+        await until(lambda: emu.stats["challenge_pages"] > 0)
+        assert harvester._process is not None and harvester._process.pid is not None
+        os.killpg(harvester._process.pid, signal.SIGKILL)
+        with pytest.raises(BrowserError) as info:
+            await asyncio.wait_for(task, 10)
+    assert info.value.provider == "cloudflare"
+
+
+async def test_cancelled_harvest_tears_everything_down(emulator_factory: Factory) -> None:
+    """Cancelling a harvest mid-challenge closes the tab, the browser and the profile."""
+    emu = emulator_factory(think_ms=10_000)
+    harvester = Harvester()
+    task = asyncio.create_task(harvester.harvest("cloudflare", base_url=emu.url))
+    await until(lambda: emu.stats["challenge_pages"] > 0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await harvester.close()
+    assert not harvester.browser_running
+    with pytest.raises(RuntimeError):
+        await harvester.harvest("cloudflare", base_url=emu.url)
+
+
+async def test_login_required_needs_headful(emulator_factory: Factory) -> None:
+    """An empty Cerebras session means a login: NeedsHeadfulError with the --headful hint."""
+    emu = emulator_factory(variant="login-required", think_ms=50)
+    async with Harvester() as harvester:
+        with pytest.raises(NeedsHeadfulError) as info:
+            await harvester.harvest("cerebras", base_url=emu.url)
+    assert info.value.reason == "login"
+    assert "harvest --provider cerebras --headful" in str(info.value)
+
+
+async def test_single_flight_in_process(emulator: Any) -> None:
+    """Two concurrent harvest() calls of one provider run one browser; the second reuses the record."""
+    cache = AuthCache.open()
+    first, second = await asyncio.gather(
+        harvest("cerebras", base_url=emulator.url, cache=cache),
+        harvest("cerebras", base_url=emulator.url, cache=cache),
+    )
+    assert emulator.stats["clearances_issued"] == 1
+    assert first.api_key == second.api_key
+    stored = cache.get("cerebras")
+    assert stored is not None and stored.api_key == first.api_key
+
+
+async def test_force_harvests_again(emulator: Any) -> None:
+    """A fresh cached record is not reused by a later call, and force always runs the browser."""
+    cache = AuthCache.open()
+    async with Harvester() as harvester:
+        await harvest("freenetfly", base_url=emulator.url, cache=cache, harvester=harvester)
+        await harvest("freenetfly", base_url=emulator.url, cache=cache, harvester=harvester, force=True)
+    assert emulator.stats["clearances_issued"] == 2
+
+
+async def test_twenty_harvests_leak_nothing(emulator_factory: Factory) -> None:
+    """20 one-shot harvests in a row, a third of them failing, leave no process and no profile."""
+    good = emulator_factory(think_ms=20)
+    blocked = emulator_factory(variant="blocked")
+    slow = emulator_factory(think_ms=10_000)
+    cache = AuthCache.open()
+    outcomes: list[str] = []
+    for i in range(20):
+        target, timeout = [(good, 10.0), (blocked, 10.0), (good, 10.0), (slow, 0.5)][i % 4]
+        try:
+            await harvest("cloudflare", base_url=target.url, cache=cache, timeout=timeout, force=True)
+            outcomes.append("ok")
+        except HarvestError as exc:
+            outcomes.append(type(exc).__name__)
+    assert outcomes.count("ok") == 10
+    assert outcomes.count("BlockedError") == 5 and outcomes.count("ChallengeTimeout") == 5
+
+
+async def test_challenge_timeout_respects_the_deadline(emulator_factory: Factory) -> None:
+    """A challenge that never clears raises ChallengeTimeout close to the deadline."""
+    emu = emulator_factory(think_ms=60_000)
+    loop = asyncio.get_running_loop()
+    async with Harvester(timeout=1.5) as harvester:
+        await harvester._ensure_browser(lambda _: None)
+        started = loop.time()
+        with pytest.raises(ChallengeTimeout) as info:
+            await harvester.harvest("deepinfra", base_url=emu.url)
+        elapsed = loop.time() - started
+    assert 1.4 <= elapsed < 3.0
+    assert info.value.timeout == 1.5
+
+
+def test_make_driver_rejects_unknown_backends() -> None:
+    """Only nodriver and playwright are backends."""
+    with pytest.raises(ValueError, match="backend"):
+        make_driver("selenium")
+
+
+def test_identity_matches_real_version() -> None:
+    """The static GREASE algorithm gives Chromium 156's brands (also checked live above)."""
+    identity = build_identity("", "Chrome/156.0.8078.79")
+    assert identity.brands == (("Not:A-Brand", "8"), ("Chromium", "156"))
