@@ -19,9 +19,16 @@ stamp=.venv/.harvest-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "==> installing harvest and its extras into .venv" >&2
-  .venv/bin/python -m pip install -q --upgrade pip
+  pip_log=$(mktemp -t harvest-pip.XXXXXX)
   # compat mode puts the repo on sys.path with a .pth file: no import hook, so `harvest cache get` starts faster.
-  .venv/bin/python -m pip install -q -e ".[test,bench]" --config-settings editable_mode=compat
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e ".[test,bench]" --config-settings editable_mode=compat; } >"$pip_log" 2>&1; then
+    cat "$pip_log" >&2
+    rm -f "$pip_log"
+    echo "pip could not install the project (log above)" >&2
+    exit 1
+  fi
+  rm -f "$pip_log"
   echo "$want" > "$stamp"
 fi
 
