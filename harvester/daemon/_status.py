@@ -1,0 +1,189 @@
+"""The daemon's status: per-provider state in memory, a small JSON file beside the cache, and the report.
+
+The file holds no secrets (times, counts, error messages that were already redacted) and is replaced
+atomically (temp file, fsync, ``os.replace``), so ``harvest status`` in another process always reads a whole
+document. ``build_report`` merges it with the cache's records; ``harvest status`` and ``GET /status`` both
+serve its result, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cache import SessionRecord, format_time, parse_time, utcnow
+
+STATUS_VERSION = 1
+STATUS_SUFFIX = ".status.json"
+
+
+def status_path(cache_path: Path) -> Path:
+    """Return the status file that belongs to a cache file."""
+    return cache_path.with_name(cache_path.name + STATUS_SUFFIX)
+
+
+@dataclass(slots=True)
+class ProviderState:
+    """What the daemon knows about one provider; replaced field by field, never grown."""
+
+    name: str
+    last_success: datetime | None = None
+    last_failure: datetime | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    next_run: datetime | None = None
+    running: bool = False
+    harvests: int = 0
+    failures: int = 0
+    record_harvested_at: datetime | None = None
+    record_expires_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form written to the status file."""
+        return {
+            "last_success": format_time(self.last_success),
+            "last_failure": format_time(self.last_failure),
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "next_run": format_time(self.next_run),
+            "running": self.running,
+            "harvests": self.harvests,
+            "failures": self.failures,
+            "record_harvested_at": format_time(self.record_harvested_at),
+            "record_expires_at": format_time(self.record_expires_at),
+        }
+
+
+def status_document(
+    states: Mapping[str, ProviderState], *, pid: int, started_at: datetime, running: bool
+) -> dict[str, Any]:
+    """Return the status file's document for the daemon's current state."""
+    return {
+        "version": STATUS_VERSION,
+        "pid": pid,
+        "running": running,
+        "started_at": format_time(started_at),
+        "updated_at": format_time(utcnow()),
+        "providers": {name: states[name].to_json() for name in sorted(states)},
+    }
+
+
+def write_status(path: Path, document: Mapping[str, Any]) -> None:
+    """Replace the status file atomically: a reader sees the whole old or the whole new document."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # Persist the rename itself, so a power cut cannot leave the old name pointing nowhere.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """Return the status document, or None if there is none (or it is unreadable)."""
+    try:
+        document = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError, OSError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def build_report(
+    document: Mapping[str, Any] | None,
+    records: Mapping[str, SessionRecord] | None,
+    *,
+    now: datetime | None = None,
+    check_pid: bool = True,
+) -> dict[str, Any]:
+    """Merge the daemon's status document with the cache's records into the status report.
+
+    Args:
+        document: the status file's document (None if the daemon never ran).
+        records: the cache's records by provider (None if the cache could not be read: the status file's
+            copy of each record's expiry is used instead).
+        now: the time to judge expiry against.
+        check_pid: whether to check that the daemon's pid is alive (False when the daemon reports itself).
+    """
+    now = now or utcnow()
+    document = document or {}
+    providers: Mapping[str, Any] = document.get("providers") or {}
+    names = sorted(set(providers) | set(records or {}))
+    rows = []
+    for name in names:
+        entry: Mapping[str, Any] = providers.get(name) or {}
+        record = (records or {}).get(name)
+        if record is not None:
+            harvested_at: datetime | None = record.harvested_at
+            expires_at: datetime | None = record.expires_at
+        else:
+            harvested_at = parse_time(entry.get("record_harvested_at"), "record_harvested_at")
+            expires_at = parse_time(entry.get("record_expires_at"), "record_expires_at")
+            if records is not None:
+                harvested_at = expires_at = None  # the cache was read and has no record
+        if harvested_at is None:
+            record_state = "missing"
+        elif expires_at is not None and expires_at <= now:
+            record_state = "expired"
+        else:
+            record_state = "fresh"
+        rows.append(
+            {
+                "provider": name,
+                "scheduled": name in providers,
+                "record": record_state,
+                "record_harvested_at": format_time(harvested_at),
+                "record_expires_at": format_time(expires_at),
+                "last_success": entry.get("last_success"),
+                "last_failure": entry.get("last_failure"),
+                "last_error": entry.get("last_error"),
+                "consecutive_failures": entry.get("consecutive_failures", 0),
+                "next_run": entry.get("next_run"),
+                "running": bool(entry.get("running", False)),
+                "harvests": entry.get("harvests", 0),
+                "failures": entry.get("failures", 0),
+            }
+        )
+    pid = document.get("pid")
+    alive = bool(document.get("running")) and (not check_pid or _pid_alive(pid))
+    return {
+        "daemon": {
+            "running": alive,
+            "pid": pid if alive else None,
+            "started_at": document.get("started_at"),
+            "updated_at": document.get("updated_at"),
+        },
+        "providers": rows,
+    }

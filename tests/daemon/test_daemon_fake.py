@@ -1,0 +1,331 @@
+"""The daemon's loop, shutdown order, backoff, reload and status, in-process with a fake harvester."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+
+import aiohttp
+import pytest
+
+from cache import AuthCache, generate_key
+from harvester.daemon import (
+    Daemon,
+    DaemonSettings,
+    ProviderSpec,
+    SchedulePolicy,
+    SecretRegistry,
+    read_status,
+    status_path,
+)
+
+from ._fakes import API_KEY_SECRET, AUTH_HEADER_SECRET, COOKIE_SECRET, FakeHarvester, captured_log
+
+FAST = SchedulePolicy(min_margin=0.5, backoff_base=0.2, backoff_cap=1.0, jitter_ratio=0.0)
+
+
+def _settings(*names: str, **changes: object) -> DaemonSettings:
+    providers = {n: ProviderSpec(n, base_url="http://127.0.0.1:9") for n in names}
+    base = DaemonSettings(policy=FAST, browser_idle_close=60.0, providers=MappingProxyType(providers))
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> AuthCache:
+    return AuthCache.open(path=tmp_path / "sessions.cache", key=generate_key())
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def _start(daemon: Daemon) -> asyncio.Task[int]:
+    return asyncio.get_running_loop().create_task(daemon.serve())
+
+
+async def _stop(daemon: Daemon, task: asyncio.Task[int]) -> int:
+    daemon.request_exit()
+    return await asyncio.wait_for(task, 15)
+
+
+def _factory(fake: FakeHarvester) -> Callable[[DaemonSettings], FakeHarvester]:
+    return lambda settings: fake
+
+
+async def test_refreshes_each_provider_ahead_of_expiry(cache: AuthCache) -> None:
+    """Two providers with 1.5 s records are each harvested at least 3 times and stored in the cache."""
+    fake = FakeHarvester(ttl=1.5)
+    daemon = Daemon(_settings("alpha", "beta"), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: all(s.harvests >= 3 for s in daemon.states.values()))
+    assert await _stop(daemon, task) == 0
+    records = {r.provider: r for r in cache.list()}
+    assert set(records) == {"alpha", "beta"}
+    assert fake.exited
+
+
+async def test_jobs_coalesce_and_run_one_instance(cache: AuthCache) -> None:
+    """Every provider job is scheduled with coalesce=True and max_instances=1."""
+    fake = FakeHarvester(ttl=3600.0)
+    cache.put(await fake.harvest("alpha"))  # a fresh record: the job waits in the job store
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake))
+    seen: list[tuple[bool, int]] = []
+
+    async def started(d: Daemon) -> None:
+        job = d._scheduler.get_job("alpha") if d._scheduler else None
+        assert job is not None
+        seen.append((job.coalesce, job.max_instances))
+
+    task = asyncio.get_running_loop().create_task(daemon.serve(started=started))
+    await _until(lambda: bool(seen))
+    assert await _stop(daemon, task) == 0
+    assert seen == [(True, 1)]
+
+
+async def test_shutdown_lets_an_inflight_harvest_finish(cache: AuthCache) -> None:
+    """A stop request during a harvest waits for it (within the deadline), stores its record, exits 0."""
+    fake = FakeHarvester(delay=0.8)
+    daemon = Daemon(_settings("alpha", shutdown_timeout=5.0), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: fake.concurrent == 1)
+    assert await _stop(daemon, task) == 0
+    assert fake.cancelled == []
+    assert cache.get("alpha") is not None
+    assert daemon.states["alpha"].harvests == 1
+
+
+async def test_shutdown_cancels_after_the_deadline_and_logs_it(cache: AuthCache) -> None:
+    """A harvest still running at the deadline is cancelled, the count is logged, and the exit is 0."""
+    fake = FakeHarvester(delay=60.0)
+    secrets = SecretRegistry()
+    daemon = Daemon(
+        _settings("alpha", shutdown_timeout=0.3), cache=cache, harvester_factory=_factory(fake), secrets=secrets
+    )
+    with captured_log(secrets) as log:
+        task = _start(daemon)
+        await _until(lambda: fake.concurrent == 1)
+        started = time.monotonic()
+        assert await _stop(daemon, task) == 0
+    assert time.monotonic() - started < 3.0
+    assert fake.cancelled == ["alpha"]
+    assert "event=daemon.cancelling count=1" in log.getvalue()
+    assert "event=harvest.cancelled provider=alpha" in log.getvalue()
+    assert fake.exited
+
+
+async def test_second_stop_request_skips_the_wait(cache: AuthCache) -> None:
+    """A second stop request cancels in-flight harvests at once instead of waiting out the deadline."""
+    fake = FakeHarvester(delay=60.0)
+    daemon = Daemon(_settings("alpha", shutdown_timeout=30.0), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: fake.concurrent == 1)
+    started = time.monotonic()
+    daemon.request_exit()
+    await asyncio.sleep(0.2)
+    daemon.request_exit()
+    assert await asyncio.wait_for(task, 15) == 0
+    assert time.monotonic() - started < 3.0
+    assert fake.cancelled == ["alpha"]
+
+
+async def test_failures_back_off_then_recover(cache: AuthCache) -> None:
+    """Failures are recorded with their error and retried under backoff until a harvest succeeds."""
+    fake = FakeHarvester(fail_next=3, ttl=30.0)
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].consecutive_failures == 2)
+    assert daemon.states["alpha"].last_error is not None
+    assert daemon.states["alpha"].last_error.startswith("BlockedError")
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    state = daemon.states["alpha"]
+    assert await _stop(daemon, task) == 0
+    assert state.failures == 3 and state.consecutive_failures == 0
+    assert state.last_failure is not None and state.last_success is not None
+    assert state.last_success > state.last_failure
+
+
+async def test_dead_browser_is_replaced_by_the_next_harvest(cache: AuthCache) -> None:
+    """After a browser dies mid-harvest the retry succeeds and the restart shows in the metrics."""
+    fake = FakeHarvester(ttl=30.0)
+    fake.crash_next = 1
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    assert await _stop(daemon, task) == 0
+    assert fake.calls == ["alpha", "alpha"]
+    assert daemon.states["alpha"].failures == 1
+    assert b"harvest_browser_restarts_total 1.0" in daemon.metrics.exposition()
+
+
+async def test_hung_browser_is_closed_and_replaced(cache: AuthCache) -> None:
+    """A BrowserError from a browser that is still up closes it, counts a restart, and the retry succeeds."""
+    fake = FakeHarvester(ttl=30.0)
+    fake.hang_next = 1
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    assert await _stop(daemon, task) == 0
+    assert fake.closes == 1
+    assert fake.calls == ["alpha", "alpha"]
+    assert b"harvest_browser_restarts_total 1.0" in daemon.metrics.exposition()
+
+
+async def test_idle_browser_is_closed(cache: AuthCache) -> None:
+    """The browser is closed once nothing has run for browser_idle_close seconds."""
+    fake = FakeHarvester(ttl=300.0)
+    daemon = Daemon(_settings("alpha", browser_idle_close=0.3), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    assert fake.browser_running or fake.closes == 1
+    await _until(lambda: fake.closes == 1 and not fake.browser_running, timeout=5)
+    assert await _stop(daemon, task) == 0
+
+
+async def test_reload_adds_and_removes_providers(cache: AuthCache) -> None:
+    """A reload starts a new provider, stops a removed one, and keeps the daemon-wide settings."""
+    fake = FakeHarvester(ttl=300.0)
+    new = _settings("beta", max_concurrent=7)
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake), reload=lambda: new)
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    daemon.request_reload()
+    await _until(lambda: "beta" in daemon.states and daemon.states["beta"].harvests == 1)
+    assert "alpha" not in daemon.states
+    assert daemon._scheduler is not None and daemon._scheduler.get_job("alpha") is None
+    assert daemon.settings.max_concurrent == 2  # only a restart applies it
+    assert await _stop(daemon, task) == 0
+
+
+async def test_bad_reload_keeps_the_old_config(cache: AuthCache) -> None:
+    """A reload that raises is logged and the daemon goes on with its previous providers."""
+    fake = FakeHarvester(ttl=300.0)
+    secrets = SecretRegistry()
+
+    def broken() -> DaemonSettings:
+        raise ValueError("config.toml: line 3: [daemon] max_concurrent: expected an integer")
+
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake), reload=broken, secrets=secrets)
+    with captured_log(secrets) as log:
+        task = _start(daemon)
+        await _until(lambda: daemon.states["alpha"].harvests == 1)
+        daemon.request_reload()
+        await _until(lambda: "config.reload_failed" in log.getvalue())
+        assert await _stop(daemon, task) == 0
+    assert list(daemon.states) == ["alpha"]
+    assert "line 3" in log.getvalue()
+
+
+async def test_missing_record_harvested_at_once_and_fresh_one_waits(cache: AuthCache) -> None:
+    """At start a provider without a record is harvested now; one with a fresh record is not."""
+    fresh_fake = FakeHarvester(ttl=3600.0)
+    first = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fresh_fake))
+    task = _start(first)
+    await _until(lambda: first.states["alpha"].harvests == 1)
+    assert await _stop(first, task) == 0
+
+    fake = FakeHarvester(ttl=3600.0)
+    daemon = Daemon(_settings("alpha", "beta"), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["beta"].harvests == 1)
+    await asyncio.sleep(0.3)
+    assert fake.calls == ["beta"]
+    next_run = daemon.states["alpha"].next_run
+    assert next_run is not None and (next_run - daemon.started_at).total_seconds() > 3000
+    assert await _stop(daemon, task) == 0
+
+
+async def test_status_file_has_the_state_and_no_secrets(cache: AuthCache) -> None:
+    """The status file beside the cache has each provider's state and none of the record's secrets."""
+    fake = FakeHarvester(ttl=300.0, fail_next=1)
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    await asyncio.sleep(0.7)  # the main loop writes the dirty state on its next tick
+    path = status_path(cache.path)
+    live = read_status(path)
+    assert await _stop(daemon, task) == 0
+    assert live is not None and live["running"] is True
+    entry = live["providers"]["alpha"]
+    assert entry["last_success"] and entry["last_failure"] and entry["record_expires_at"] and entry["next_run"]
+    final = read_status(path)
+    assert final is not None and final["running"] is False
+    text = path.read_text()
+    for secret in (COOKIE_SECRET, API_KEY_SECRET, AUTH_HEADER_SECRET):
+        assert secret not in text
+
+
+async def test_status_server_serves_health_status_and_metrics(cache: AuthCache) -> None:
+    """With listen set, /healthz, /status and /metrics answer on loopback with the daemon's state."""
+    fake = FakeHarvester(ttl=300.0)
+    daemon = Daemon(_settings("alpha", listen="127.0.0.1:0"), cache=cache, harvester_factory=_factory(fake))
+    ports: list[int] = []
+
+    def started(d: Daemon) -> None:
+        assert d.server is not None
+        ports.append(d.server.port)
+
+    task = asyncio.get_running_loop().create_task(daemon.serve(started=started))
+    await _until(lambda: bool(ports) and daemon.states["alpha"].harvests == 1)
+    base = f"http://127.0.0.1:{ports[0]}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/healthz") as response:
+            assert response.status == 200
+            assert (await response.json()) == {"ok": True}
+        async with session.get(f"{base}/status") as response:
+            report = await response.json()
+        async with session.get(f"{base}/metrics") as response:
+            metrics = await response.text()
+    assert await _stop(daemon, task) == 0
+    assert report["daemon"]["running"] is True
+    [row] = report["providers"]
+    assert row["provider"] == "alpha" and row["record"] == "fresh" and row["harvests"] == 1
+    assert 'harvest_harvests_total{outcome="success",provider="alpha"} 1.0' in metrics
+    assert 'harvest_harvest_duration_seconds_count{provider="alpha"} 1.0' in metrics
+    assert 'harvest_record_age_seconds{provider="alpha"}' in metrics
+    assert "harvest_browser_restarts_total 0.0" in metrics
+
+
+async def test_log_lines_never_contain_secrets(cache: AuthCache) -> None:
+    """Harvests, failures and crashes that carry secrets in their messages log them only as ***."""
+    fake = FakeHarvester(ttl=1.0, fail_next=1)
+    fake.crash_next = 1
+    secrets = SecretRegistry()
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake), secrets=secrets)
+    with captured_log(secrets) as log:
+        task = _start(daemon)
+        await _until(lambda: daemon.states["alpha"].harvests >= 2)
+        # A library logging a whole record-ish line after the daemon learned the secrets.
+        import logging
+
+        logging.getLogger("some.library").warning("sent cookie %s with key %s", COOKIE_SECRET, API_KEY_SECRET)
+        assert await _stop(daemon, task) == 0
+    text = log.getvalue()
+    assert "event=harvest.ok provider=alpha" in text
+    assert "event=harvest.failed provider=alpha" in text
+    for secret in (COOKIE_SECRET, API_KEY_SECRET, AUTH_HEADER_SECRET):
+        assert secret not in text
+    assert "***" in text
+
+
+async def test_taken_listen_port_fails_before_any_harvest(cache: AuthCache) -> None:
+    """A status server address already in use raises OSError at start, before any harvest runs."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        fake = FakeHarvester()
+        daemon = Daemon(_settings("alpha", listen=f"127.0.0.1:{port}"), cache=cache, harvester_factory=_factory(fake))
+        with pytest.raises(OSError):
+            await asyncio.wait_for(daemon.serve(), 15)
+    assert fake.calls == []
+    assert fake.exited
