@@ -1,75 +1,19 @@
 """The ``harvest`` command line.
 
-Subcommands are imported only when they run, so ``harvest cache get`` never pays for a browser driver or an
-HTTP library: the whole point of the cache is that other tools can read it on every request.
+The click application lives in ``_app`` and is imported on first use of ``main``, so modules here (exit
+codes, the click-free ``harvest cache get`` dispatch in ``harvester._entry``) load without click.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-import click
-
-# name -> "module:attribute"; imported on first use.
-_SUBCOMMANDS = {
-    "cache": "harvester.cli._cache:cache",
-    "chat": "harvester.cli._chat:chat",
-    "models": "harvester.cli._chat:models",
-    "image": "harvester.cli._chat:image",
-    "daemon": "harvester.cli._daemon:daemon",
-    "status": "harvester.cli._daemon:status",
-}
+__all__ = ["main"]
 
 
-class _LazyGroup(click.Group):
-    """A click group whose subcommands live in modules imported on demand."""
+def __getattr__(name: str) -> Any:
+    if name == "main":
+        from ._app import main
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_SUBCOMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = _SUBCOMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module_name, _, attr = target.partition(":")
-        command: click.Command = getattr(importlib.import_module(module_name), attr)
-        return command
-
-
-@click.group(cls=_LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--provider", "providers", multiple=True, metavar="NAME", help="Harvest this provider's session.")
-@click.option("--all", "all_providers", is_flag=True, help="Harvest every known provider.")
-@click.option("--url", help="Harvest any site's cookies and user agent.")
-@click.option("--name", help="Record name for --url (default: the URL's host).")
-@click.option("--backend", type=click.Choice(["nodriver", "playwright"]), default=None, help="Browser driver.")
-@click.option("--headful", is_flag=True, help="Open a visible browser, for a login or an interactive challenge.")
-@click.option("--proxy", metavar="URL", help="Proxy for the browser, recorded for the clients.")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline in seconds for each wait.")
-@click.option("--base-url", metavar="ORIGIN", help="Rebase every endpoint of the provider onto ORIGIN.")
-@click.option(
-    "--cache", "cache_path", metavar="PATH", help="Cache file (default: $HARVEST_CACHE or the user data dir)."
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log each step to stderr.")
-@click.version_option(package_name="harvest")
-@click.pass_context
-def main(ctx: click.Context, **options: Any) -> None:
-    """Keep browser sessions for AI providers alive, and reuse them.
-
-    \b
-    harvest --provider cerebras      harvest one provider into the encrypted cache
-    harvest --all                    harvest every provider
-    harvest cache list               what the cache holds (no secrets)
-    harvest chat --provider NAME     stream an answer through the cached session
-    harvest daemon                   keep every session fresh
-    """
-    ctx.ensure_object(dict)
-    ctx.obj["cache_path"] = options["cache_path"]
-    if ctx.invoked_subcommand is not None:
-        return
-    if not (options["providers"] or options["all_providers"] or options["url"]):
-        click.echo(ctx.get_help())
-        return
-    from harvester.cli._oneshot import run
-
-    ctx.exit(run(**options))
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,9 +14,9 @@ import click
 import orjson
 
 from cache import AuthCache, CacheError, SessionRecord, format_time, generate_key, utcnow
+from cache._export import FORMATS, expires_in
 
 from . import _exit
-from ._format import FORMATS, expires_in, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,18 +107,9 @@ def get(ctx: click.Context, name: str, as_json: bool, fmt: str | None, fresh: bo
     """Print one record, in a shape other tools read (json, cookies.txt, env, curl, header)."""
     if as_json and fmt not in (None, "json"):
         raise click.UsageError("--json and --format are exclusive")
-    record = _open(ctx).get(name)
-    if record is None:
-        click.echo(f"error: no cached session for {name!r}; run `harvest --provider {name}`", err=True)
-        sys.exit(_exit.NOT_FOUND)
-    if record.is_expired:
-        click.echo(
-            f"warning: the {name} session {expires_in(record, utcnow())}; run `harvest --provider {name}`",
-            err=True,
-        )
-        if fresh:
-            sys.exit(_exit.NOT_FOUND)
-    click.echo(render(record, fmt or "json"), nl=False)
+    from harvester._entry import cache_get
+
+    sys.exit(cache_get((ctx.find_root().obj or {}).get("cache_path"), name, fmt or "json", fresh))
 
 
 @cache.command()

@@ -16,9 +16,9 @@ import click
 import orjson
 
 from cache import AuthCache, CacheError, SessionRecord, parse_time, utcnow
+from cache._export import humanize_delta
 
 from . import _exit
-from ._format import humanize_delta
 
 
 def _cache_path(ctx: click.Context) -> str | None:

@@ -128,13 +128,13 @@ def test_keygen_rotate_and_reset(stored: dict) -> None:
 
 
 def test_cache_get_imports_no_browser_or_http_library(stored: dict) -> None:
-    """`harvest cache get` loads neither a browser driver nor an HTTP client, so it stays fast for other tools."""
+    """`harvest cache get` loads no browser driver, HTTP client or even click, so it stays fast for other tools."""
     probe = (
         "import sys\n"
         "sys.argv = ['harvest', 'cache', 'get', 'cerebras', '--json']\n"
-        "from harvester.cli import main\n"
+        "from harvester._entry import main\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "heavy = {'nodriver', 'playwright', 'curl_cffi', 'aiohttp', 'httpx', 'rich', 'apscheduler', 'filelock'}\n"
+        "heavy = {'nodriver', 'playwright', 'curl_cffi', 'aiohttp', 'httpx', 'rich', 'apscheduler', 'filelock', 'click'}\n"
         "loaded = heavy & {name.split('.')[0] for name in sys.modules}\n"
         "assert not loaded, loaded\n"
     )

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import orjson
 
-from cache import SessionRecord
+from ._record import SessionRecord
 
 FORMATS = ("json", "cookies.txt", "env", "curl", "header")
 
