@@ -14,6 +14,7 @@ from ._cache import AuthCache
 from ._exceptions import CacheCorruptError, CacheError, CacheLockTimeout, WrongKeyError
 from ._keys import default_cache_path, default_key_file, generate_key
 from ._record import Cookie, SessionRecord, format_time, parse_time, utcnow
+from ._storage import atomic_write
 
 __all__ = [
     "AuthCache",
@@ -23,6 +24,7 @@ __all__ = [
     "Cookie",
     "SessionRecord",
     "WrongKeyError",
+    "atomic_write",
     "default_cache_path",
     "default_key_file",
     "format_time",

@@ -8,9 +8,7 @@ serve its result, so they cannot disagree.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from cache import SessionRecord, format_time, parse_time, utcnow
+from cache import SessionRecord, atomic_write, format_time, parse_time, utcnow
 
 STATUS_VERSION = 1
 STATUS_SUFFIX = ".status.json"
@@ -80,24 +78,7 @@ def write_status(path: Path, document: Mapping[str, Any]) -> None:
     """Replace the status file atomically: a reader sees the whole old or the whole new document."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # Persist the rename itself, so a power cut cannot leave the old name pointing nowhere.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    atomic_write(path, data)
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
