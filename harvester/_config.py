@@ -6,6 +6,10 @@ backend = "nodriver"        # or "playwright"
 max_concurrent = 2          # harvests at once, each a tab of one browser
 browser_idle_close = 60     # seconds a browser stays up with nothing to do
 listen = "127.0.0.1:8790"   # optional status server
+min_margin = 60             # seconds: refresh at least this long before a record expires
+backoff_base = 30           # seconds: the first retry after a failed harvest (doubles per failure)
+backoff_cap = 1800          # seconds: the longest wait between retries
+shutdown_timeout = 4        # seconds in-flight harvests get after SIGTERM
 
 [browser]
 path = "/usr/bin/chromium"  # optional; $HARVEST_BROWSER wins
@@ -20,6 +24,7 @@ url = "https://example.com/"         # only for a site with no recipe (as `harve
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -44,6 +49,14 @@ class DaemonConfig:
     max_concurrent: int = 2
     browser_idle_close: float = 60.0
     listen: str | None = None
+    min_margin: float = 60.0
+    backoff_base: float = 30.0
+    backoff_cap: float = 1800.0
+    shutdown_timeout: float = 4.0
+
+
+#: ``[daemon]`` keys that are a positive number of seconds, with their defaults.
+_DAEMON_SECONDS = {"min_margin": 60.0, "backoff_base": 30.0, "backoff_cap": 1800.0, "shutdown_timeout": 4.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +145,7 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
     checker.only(data, "", {"daemon", "browser", "providers"})
 
     raw_daemon = checker.table(data, "daemon")
-    checker.only(raw_daemon, "daemon", {"backend", "max_concurrent", "browser_idle_close", "listen"})
+    checker.only(raw_daemon, "daemon", {"backend", "max_concurrent", "browser_idle_close", "listen", *_DAEMON_SECONDS})
     backend = checker.value(raw_daemon, "daemon", "backend", str, "nodriver")
     if backend not in BACKENDS:
         checker.fail("daemon", "backend", f"must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -145,7 +158,15 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
     listen = checker.value(raw_daemon, "daemon", "listen", str, None)
     if listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
         checker.fail("daemon", "listen", f"must be HOST:PORT, not {listen!r}")
-    daemon = DaemonConfig(backend=backend, max_concurrent=max_concurrent, browser_idle_close=idle, listen=listen)
+    seconds: dict[str, float] = {}
+    for key, default in _DAEMON_SECONDS.items():
+        value = float(checker.value(raw_daemon, "daemon", key, (int, float), default))
+        if not math.isfinite(value) or value <= 0:
+            checker.fail("daemon", key, "must be a positive number of seconds")
+        seconds[key] = value
+    daemon = DaemonConfig(
+        backend=backend, max_concurrent=max_concurrent, browser_idle_close=idle, listen=listen, **seconds
+    )
 
     raw_browser = checker.table(data, "browser")
     checker.only(raw_browser, "browser", {"path"})

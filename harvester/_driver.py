@@ -37,6 +37,10 @@ SNAPSHOT_JS = """(() => {
   };
 })()"""
 
+# CDP events after which the page may classify differently: a committed navigation, DOMContentLoaded (when
+# readyState leaves "loading") and load.
+WAKE_EVENTS = frozenset({"Page.frameNavigated", "Page.domContentEventFired", "Page.loadEventFired"})
+
 
 class Page(Protocol):
     """One tab in its own browser context."""
@@ -47,6 +51,11 @@ class Page(Protocol):
 
     async def evaluate(self, expression: str) -> Any:
         """Evaluate a JS expression in the page (awaiting a promise) and return its JSON value."""
+        ...
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return once the document may have changed since the last call (a navigation committed,
+        DOMContentLoaded, load), or after ``timeout`` seconds, whichever is first."""
         ...
 
     async def cookies(self) -> list[Cookie]:

@@ -25,7 +25,7 @@ from ._recipes import Recipe, parse_session, resolve_recipe
 T = TypeVar("T")
 StepCallback = Callable[[str], None]
 
-POLL_INTERVAL = 0.05  # seconds between page snapshots while a challenge runs
+POLL_INTERVAL = 0.05  # longest wait between page snapshots while a challenge runs (navigations wake it sooner)
 RELOAD_INTERVAL = 1.0  # seconds between reloads while the site answers 5xx
 HEADFUL_TIMEOUT = 300.0  # a person needs longer than a script: the minimum deadline with --headful
 CLOSE_TIMEOUT = 5.0  # bound on closing a page or a driver, so teardown never hangs on a dead browser
@@ -304,7 +304,9 @@ class Harvester:
             if verdict == "unavailable" and now - last_reload >= RELOAD_INTERVAL:
                 last_reload = now
                 await _within(page.goto(recipe.start_url), deadline, recipe)
-            await asyncio.sleep(min(POLL_INTERVAL, max(0.0, deadline - now)))
+            # Look again as soon as the page navigates or finishes parsing, and at least every POLL_INTERVAL
+            # (a challenge may rewrite its DOM without any navigation).
+            await page.wait_for_change(min(POLL_INTERVAL, max(0.0, deadline - now)))
 
     async def _snapshot(self, page: Page, process: BrowserProcess, recipe: Recipe, deadline: float) -> PageState:
         try:
@@ -553,10 +555,11 @@ async def _uncancellable(awaitable: Awaitable[None]) -> None:
 
 
 async def _close_all(driver: Driver | None, process: BrowserProcess | None) -> None:
-    if driver is not None:
-        await _bounded_close(driver.close())
-    if process is not None:
-        await process.stop()
+    # Both at once: detaching the driver (playwright waits for its Node process to exit) need not wait for
+    # the browser to die, nor the other way round.
+    closing = [] if driver is None else [_bounded_close(driver.close())]
+    stopping = [] if process is None else [process.stop()]
+    await asyncio.gather(*closing, *stopping)
 
 
 def _unwrap_group(exc: BaseException) -> BaseException:

@@ -11,7 +11,7 @@ from typing import Any
 from cache import Cookie
 
 from ._browser import BrowserProcess
-from ._driver import cookie_from_cdp
+from ._driver import WAKE_EVENTS, cookie_from_cdp
 from ._exceptions import BrowserError
 from ._identity import Identity
 
@@ -23,30 +23,50 @@ def _cmd(method: str, **params: Any) -> Generator[dict[str, Any], dict[str, Any]
 
 
 class NodriverPage:
-    """A nodriver ``Tab`` in its own browser context."""
+    """One tab in its own browser context, driven over a flat CDP session on the browser's connection.
 
-    def __init__(self, browser: Any, tab: Any, context_id: str) -> None:
+    A session on the connection we already have (rather than nodriver's ``Tab``, which opens a WebSocket
+    per tab and asks for the target's info) saves a connection set-up per harvest.
+    """
+
+    def __init__(self, browser: Any, context_id: str, session_id: str, pages: dict[str, NodriverPage]) -> None:
         self._browser = browser
-        self._tab = tab
         self._context_id = context_id
+        self._session_id = session_id
+        # The driver's session -> page table, which routes events here until the page is closed.
+        self._pages = pages
+        pages[session_id] = self
+        self._changed = asyncio.Event()
         self._closed = False
 
+    async def _send(self, method: str, **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._browser.send(_cmd(method, **params), sessionId=self._session_id)
+        return result
+
+    def _on_event(self, method: str) -> None:
+        if method in WAKE_EVENTS:
+            self._changed.set()
+
     async def goto(self, url: str) -> None:
-        result = await self._tab.send(_cmd("Page.navigate", url=url))
+        result = await self._send("Page.navigate", url=url)
         # ERR_ABORTED only means another navigation took over (the challenge reloading itself); the
         # harvester's polling judges the page that ends up loaded.
         if isinstance(result, dict) and result.get("errorText") not in (None, "", "net::ERR_ABORTED"):
             raise BrowserError(f"navigation to {url} failed: {result['errorText']}", url=url)
 
     async def evaluate(self, expression: str) -> Any:
-        result = await self._tab.send(
-            _cmd("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
-        )
+        result = await self._send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         if result.get("exceptionDetails"):
             details = result["exceptionDetails"]
             text = (details.get("exception") or {}).get("description") or details.get("text")
             raise RuntimeError(f"page script failed: {text}")
         return (result.get("result") or {}).get("value")
+
+    async def wait_for_change(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        self._changed.clear()
 
     async def cookies(self) -> list[Cookie]:
         result = await self._browser.send(_cmd("Storage.getCookies", browserContextId=self._context_id))
@@ -56,20 +76,20 @@ class NodriverPage:
         if self._closed:
             return
         self._closed = True
-        # Disposing the context closes its tab and drops its cookies; then close the tab's own WebSocket.
+        self._pages.pop(self._session_id, None)
+        # Disposing the context closes its tab (and so the session) and drops its cookies.
         with contextlib.suppress(Exception):
             await self._browser.send(_cmd("Target.disposeBrowserContext", browserContextId=self._context_id))
-        with contextlib.suppress(Exception):
-            await self._tab.aclose()
 
 
 class NodriverDriver:
-    """Drives Chromium through nodriver's connection classes (``Browser`` for the browser, ``Tab`` per page)."""
+    """Drives Chromium through nodriver's ``Browser`` connection, with one flat session per page."""
 
     name = "nodriver"
 
     def __init__(self) -> None:
         self._browser: Any = None
+        self._pages: dict[str, NodriverPage] = {}
 
     async def prepare(self) -> None:
         # Importing nodriver (and its generated CDP modules) is its whole start-up cost, ~0.5 s: do it in a
@@ -89,12 +109,22 @@ class NodriverDriver:
         )
         browser = nodriver.Browser(config)
         browser.websocket_url = process.endpoint
+        # Events of our pages' sessions go to their page (and skip nodriver's parsing, which nothing here
+        # listens to); everything else to nodriver as before.
+        forward = browser.process_event
+
+        async def process_event(message: dict[str, Any], tx_id: int | None = None) -> None:
+            page = self._pages.get(message.get("sessionId") or "")
+            if page is not None:
+                page._on_event(str(message.get("method", "")))
+                return
+            await forward(message, tx_id)
+
+        browser.process_event = process_event
         self._browser = browser
         await browser.attach()
 
     async def new_page(self, *, identity: Identity, proxy: str | None = None) -> NodriverPage:
-        import nodriver
-
         browser = self._browser
         if browser is None:
             raise RuntimeError("NodriverDriver.new_page() before connect()")
@@ -102,16 +132,22 @@ class NodriverDriver:
         if proxy:
             params["proxyServer"] = proxy
         context_id = (await browser.send(_cmd("Target.createBrowserContext", **params)))["browserContextId"]
+        session_id = ""
         try:
             target_id = (
                 await browser.send(_cmd("Target.createTarget", url="about:blank", browserContextId=context_id))
             )["targetId"]
-            tab = nodriver.Tab(target=nodriver.cdp.target.TargetID(target_id), parent=browser)
-            page = NodriverPage(browser, tab, context_id)
+            session_id = (await browser.send(_cmd("Target.attachToTarget", targetId=target_id, flatten=True)))[
+                "sessionId"
+            ]
+            page = NodriverPage(browser, context_id, session_id, self._pages)
             # Set before the first navigation, so the very first request already carries the real identity.
-            await tab.send(_cmd("Network.enable"))
-            await tab.send(_cmd("Network.setUserAgentOverride", **identity.cdp_override()))
+            await page._send("Network.enable")
+            await page._send("Network.setUserAgentOverride", **identity.cdp_override())
+            # Lifecycle events let the harvester look at the page as soon as it changes instead of polling.
+            await page._send("Page.enable")
         except BaseException:
+            self._pages.pop(session_id, None)
             with contextlib.suppress(Exception):
                 await browser.send(_cmd("Target.disposeBrowserContext", browserContextId=context_id))
             raise
@@ -119,6 +155,7 @@ class NodriverDriver:
 
     async def close(self) -> None:
         browser, self._browser = self._browser, None
+        self._pages.clear()
         if browser is not None:
             with contextlib.suppress(Exception):
                 await browser.aclose()

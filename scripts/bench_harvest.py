@@ -1,7 +1,10 @@
 """Cold-harvest benchmark: the harvester (both backends) next to plain nodriver and plain playwright scripts.
 
 Each run starts a fresh browser, clears the emulator's challenge (300 ms think time) and ends holding the
-``cf_clearance`` cookie. Prints the median of N runs per variant and its ratio to the target (0.9 s).
+``cf_clearance`` cookie. Two clocks per run, both from before the browser starts: "ready" stops when the
+record (or the cookie) is in hand, "total" when the browser is gone too (process group reaped, profile
+deleted), which is what a `harvest` command makes a user wait for. Prints the median of N runs per variant and
+its ratio to the target (0.9 s, on "total").
 
     .venv/bin/python scripts/bench_harvest.py [--runs 5] [--think-ms 300]
 """
@@ -28,18 +31,22 @@ TARGET = 0.9
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
 
 
-async def harvester_run(backend: str, url: str) -> float:
-    """One cold harvest through the Harvester; the browser is closed after the clock stops."""
+Timing = tuple[float, float]  # (record ready, everything torn down), seconds from the start
+
+
+async def harvester_run(backend: str, url: str) -> Timing:
+    """One cold harvest through the Harvester, including its close."""
     started = time.perf_counter()
     async with Harvester(backend) as harvester:
         record = await harvester.harvest("cloudflare", base_url=url)
-        elapsed = time.perf_counter() - started
+        ready = time.perf_counter() - started
+    total = time.perf_counter() - started
     assert record.cookie_dict().get("cf_clearance")
-    return elapsed
+    return ready, total
 
 
-async def plain_nodriver_run(url: str, major: int) -> float:
-    """What a user would write with nodriver alone: start, get, poll the cookie jar."""
+async def plain_nodriver_run(url: str, major: int) -> Timing:
+    """What a user would write with nodriver alone: start, get, poll the cookie jar, stop and clean up."""
     import nodriver
 
     started = time.perf_counter()
@@ -56,17 +63,18 @@ async def plain_nodriver_run(url: str, major: int) -> float:
             if any(c.name == "cf_clearance" for c in cookies):
                 break
             await asyncio.sleep(0.05)
-        return time.perf_counter() - started
+        ready = time.perf_counter() - started
     finally:
         process = browser._process
         browser.stop()
         if process is not None:
             await process.wait()
         shutil.rmtree(browser.config.user_data_dir, ignore_errors=True)
+    return ready, time.perf_counter() - started
 
 
-async def plain_playwright_run(url: str, major: int) -> float:
-    """What a user would write with playwright alone: launch the same Chromium, goto, poll the cookies."""
+async def plain_playwright_run(url: str, major: int) -> Timing:
+    """What a user would write with playwright alone: launch the same Chromium, goto, poll the cookies, close."""
     from playwright.async_api import async_playwright
 
     started = time.perf_counter()
@@ -83,12 +91,13 @@ async def plain_playwright_run(url: str, major: int) -> float:
             await page.goto(url + "/", wait_until="commit")
             while not any(c["name"] == "cf_clearance" for c in await context.cookies()):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            return time.perf_counter() - started
+            ready = time.perf_counter() - started
         finally:
             await browser.close()
+    return ready, time.perf_counter() - started
 
 
-async def measure(runs: int, fn: Callable[[], Awaitable[float]]) -> list[float]:
+async def measure(runs: int, fn: Callable[[], Awaitable[Timing]]) -> list[Timing]:
     """Run ``fn`` ``runs`` times after one warm-up (disk cache), sequentially."""
     await fn()
     return [await fn() for _ in range(runs)]
@@ -103,20 +112,22 @@ async def main() -> None:
         async with Harvester() as probe:
             _, _, identity = await probe._ensure_browser(lambda _: None)
             major = identity.major
-        variants: dict[str, Callable[[], Awaitable[float]]] = {
+        variants: dict[str, Callable[[], Awaitable[Timing]]] = {
             "harvester (nodriver)": lambda: harvester_run("nodriver", emu.url),
             "harvester (playwright)": lambda: harvester_run("playwright", emu.url),
             "plain nodriver script": lambda: plain_nodriver_run(emu.url, major),
             "plain playwright script": lambda: plain_playwright_run(emu.url, major),
         }
         results = {name: await measure(args.runs, fn) for name, fn in variants.items()}
-    baseline = statistics.median(results["plain nodriver script"])
-    print(f"cold harvest, think_ms={args.think_ms:g}, {args.runs} runs each (median; target <= {TARGET} s)")
-    print(f"{'variant':<26}{'median s':>10}{'min s':>8}{'max s':>8}{'vs target':>11}{'vs plain nd':>13}")
-    for name, times in results.items():
-        median = statistics.median(times)
+    baseline = statistics.median(total for _, total in results["plain nodriver script"])
+    print(f"cold harvest, think_ms={args.think_ms:g}, {args.runs} runs each (median; target <= {TARGET} s on total)")
+    print(f"{'variant':<26}{'ready s':>9}{'total s':>9}{'min s':>8}{'max s':>8}{'vs target':>11}{'vs plain nd':>13}")
+    for name, timings in results.items():
+        totals = [total for _, total in timings]
+        ready = statistics.median(r for r, _ in timings)
+        median = statistics.median(totals)
         print(
-            f"{name:<26}{median:>10.3f}{min(times):>8.3f}{max(times):>8.3f}"
+            f"{name:<26}{ready:>9.3f}{median:>9.3f}{min(totals):>8.3f}{max(totals):>8.3f}"
             f"{median / TARGET:>10.2f}x{median / baseline:>12.2f}x"
         )
 

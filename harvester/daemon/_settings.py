@@ -3,8 +3,9 @@
 ``harvester._config.load_config`` owns the TOML file (and its errors, which name the key and the line);
 ``DaemonSettings.from_config`` only picks the daemon's view out of it.
 
-The daemon-only knobs that tests (and impatient operators) turn down are read from the ``[daemon]`` table
-when the config schema has them, else from the environment, else the production defaults:
+The daemon-only knobs that tests (and impatient operators) turn down come from the environment when set
+(as ``$HARVEST_BROWSER`` wins over ``[browser] path``), else from the ``[daemon]`` table, else the
+production defaults:
 
 * ``min_margin`` / ``$HARVEST_DAEMON_MIN_MARGIN`` (60 s): refresh at least this long before expiry;
 * ``backoff_base`` / ``$HARVEST_DAEMON_BACKOFF_BASE`` (30 s): the first retry after a failure;
@@ -63,9 +64,11 @@ class DaemonSettings:
         env = os.environ if environ is None else environ
 
         def opt(name: str, default: Any) -> Any:
-            value = getattr(daemon, name, None) if daemon is not None else None
-            if value is None and name in _ENV_KNOBS:
-                value = _env_seconds(env, _ENV_KNOBS[name])
+            # The config always carries these keys (with defaults), so the environment has to be asked first
+            # or it could never turn them down.
+            value = _env_seconds(env, _ENV_KNOBS[name]) if name in _ENV_KNOBS else None
+            if value is None and daemon is not None:
+                value = getattr(daemon, name, None)
             return default if value is None else value
 
         base = SchedulePolicy()

@@ -78,3 +78,44 @@ def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
     """Asking for a file that does not exist is an error, not silent defaults."""
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_daemon_timing_keys_parse_and_reach_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """min_margin, backoff_base, backoff_cap and shutdown_timeout are read as seconds and used by the daemon."""
+    from harvester.daemon._settings import DaemonSettings
+
+    for var in ("MIN_MARGIN", "BACKOFF_BASE", "BACKOFF_CAP", "SHUTDOWN_TIMEOUT"):
+        monkeypatch.delenv(f"HARVEST_DAEMON_{var}", raising=False)
+    config = parse_config("[daemon]\nmin_margin = 5\nbackoff_base = 0.5\nbackoff_cap = 10\nshutdown_timeout = 2.5\n")
+    assert (config.daemon.min_margin, config.daemon.backoff_base) == (5.0, 0.5)
+    assert (config.daemon.backoff_cap, config.daemon.shutdown_timeout) == (10.0, 2.5)
+    settings = DaemonSettings.from_config(config, environ={})
+    assert (settings.policy.min_margin, settings.policy.backoff_base, settings.policy.backoff_cap) == (5.0, 0.5, 10.0)
+    assert settings.shutdown_timeout == 2.5
+    # The environment still turns them down, as the daemon's end-to-end tests do.
+    tuned = DaemonSettings.from_config(config, environ={"HARVEST_DAEMON_MIN_MARGIN": "3"})
+    assert tuned.policy.min_margin == 3.0 and tuned.policy.backoff_base == 0.5
+
+
+def test_daemon_timing_keys_default_when_absent() -> None:
+    """Without the keys the daemon gets the production timings (60 s, 30 s, 1800 s, 4 s)."""
+    from harvester.daemon._settings import DaemonSettings
+
+    daemon = parse_config("[daemon]\n").daemon
+    assert (daemon.min_margin, daemon.backoff_base, daemon.backoff_cap, daemon.shutdown_timeout) == (
+        60.0,
+        30.0,
+        1800.0,
+        4.0,
+    )
+    settings = DaemonSettings.from_config(parse_config(""), environ={})
+    assert (settings.policy.min_margin, settings.policy.backoff_cap, settings.shutdown_timeout) == (60.0, 1800.0, 4.0)
+
+
+@pytest.mark.parametrize("key", ["min_margin", "backoff_base", "backoff_cap", "shutdown_timeout"])
+@pytest.mark.parametrize("value", ["0", "-1", "'soon'", "nan"])
+def test_daemon_timing_keys_must_be_positive_seconds(key: str, value: str) -> None:
+    """Zero, negative, non-numeric and NaN timings are rejected naming the key and its line."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"[daemon]\n{key} = {value}\n", path=Path("c.toml"))
+    assert info.value.key == f"daemon.{key}" and info.value.line == 2

@@ -182,3 +182,29 @@ def test_identity_matches_real_version() -> None:
     """The static GREASE algorithm gives Chromium 156's brands (also checked live above)."""
     identity = build_identity("", "Chrome/156.0.8078.79")
     assert identity.brands == (("Not:A-Brand", "8"), ("Chromium", "156"))
+
+
+async def test_long_tmpdir_still_launches_and_cleans_up(
+    emulator: Any, no_leftovers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a $TMPDIR too long for Chromium's socket path, the profile goes to /tmp and is still deleted."""
+    import tempfile
+    from pathlib import Path
+
+    from harvester._browser import PROFILE_PREFIX, BrowserProcess, find_browser
+
+    deep = Path(no_leftovers) / ("d" * 60) / ("e" * 40)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    process = BrowserProcess(find_browser())
+    try:
+        await process.start()
+        assert process.profile_dir is not None
+        profile = Path(process.profile_dir)
+        assert profile.parent == Path("/tmp") and profile.name.startswith(PROFILE_PREFIX)
+        assert process.alive and process.endpoint.startswith("ws://")
+    finally:
+        await process.stop()
+    # (The fixture checks that no Chromium of this test survives; other sessions may use /tmp too.)
+    assert not await asyncio.to_thread(profile.exists)
