@@ -421,8 +421,6 @@ class Provider:
         Healing drops the record this call used (compare-and-delete), harvests a fresh one (single-flight),
         rebuilds the request with it and tries once more.
         """
-        from ._heal import heal
-
         healed = False
         while True:
             try:
@@ -431,6 +429,8 @@ class Provider:
             except ProviderError as exc:
                 if healed or not call.can_heal or not _is_auth_failure(exc) or call.cache is None:
                     raise
+            from ._heal import heal  # here, not above: the common call never heals
+
             healed = True
             record = await heal(
                 cls.name(), call.identity.record, cache=call.cache, base_url=call.rebased, proxy=call.proxy

@@ -3,35 +3,43 @@
 Headers, cookies, retries and healing belong to the client layer (``_client.py``); this module knows only
 URLs, header lines and bytes. It is also the one place where curl_cffi's errors become ``ProviderError``s.
 
-One ``curl_cffi.requests.AsyncSession`` per event loop holds the pool of curl handles and the curl multi
-handle, whose connection cache keeps connections warm across calls. We borrow its handles and set the few
-options we need ourselves rather than going through ``AsyncSession.request``: that keeps the per-request
-cost low, lets us send exactly the headers we choose (curl_cffi's default headers and its default User-Agent
-never leak: we impersonate with ``default_headers=False``), and lets an early close abort the transfer at once
-instead of waiting, as ``Response.aclose()`` does, for the server to finish.
+One curl multi handle per event loop (curl_cffi's ``AsyncCurl``, which drives it from the loop's selector)
+keeps connections warm across calls, and a pool of curl handles serves the requests. We drive the handles
+ourselves rather than through ``AsyncSession.request``, because a small streamed request is dominated by
+per-request overhead there:
+
+- a pooled handle keeps its constant options (TLS fingerprint, proxy, CA file, callbacks) from one request
+  to the next, and only the URL, body, header list and timeouts are set per request;
+- the encoded header list is built once per distinct set of headers (one per record, in practice);
+- header lines are appended to a list by curl_cffi's buffer callback, with no Python frame per line;
+- a finished transfer is handed to its response inside the same socket event, not through a future and a
+  further loop iteration, and a new transfer starts at once instead of on curl's 0 ms timer.
+
+We also send exactly the headers we choose (curl_cffi's default headers and its default User-Agent never
+leak: we impersonate with ``default_headers=False``), and an early close aborts the transfer at once instead
+of waiting, as ``Response.aclose()`` does, for the server to finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from curl_cffi import Curl, CurlError, CurlOpt
 from curl_cffi._wrapper import ffi, lib
+from curl_cffi.aio import AsyncCurl
 from curl_cffi.const import CurlECode
 from curl_cffi.curl import CURL_WRITEFUNC_ERROR
-from curl_cffi.requests import AsyncSession
 from curl_cffi.requests.impersonate import resolve_latest_browser_type
 
 from ._exceptions import ConnectError, ProviderError, ProviderTimeout, StreamError, TransportError
 
 #: Enough handles that 50+ concurrent streams never queue for one; each is created lazily.
 _MAX_CLIENTS = 128
-#: How long an early close may take before we give up waiting for curl to let go of the handle.
-_CLOSE_TIMEOUT = 1.0
 
 # curl error code -> the error raised when it happens before any response (connect phase). The test
 # ``test_every_curl_error_is_mapped`` checks that every code curl_cffi knows is covered.
@@ -120,22 +128,66 @@ class Request:
     deadline: float | None = None
 
 
-@dataclass(slots=True)
-class _Headers:
-    """The response's status line and header fields, as curl delivered them."""
+class _HeaderLines(list[bytes]):
+    """The raw header lines of one response. curl_cffi's ``buffer_callback`` calls ``write`` per line, and
+    ``write`` is ``list.append`` itself, so a header line costs no Python frame."""
 
-    status: int = 0
-    lines: list[bytes] = field(default_factory=list)
+    __slots__ = ()
+    write = list.append
 
-    def add(self, line: bytes) -> int:
-        if line[:5] == b"HTTP/":
-            # A new status line (after a 100 Continue, or a proxy's CONNECT answer) starts a new header block.
-            self.lines.clear()
-            parts = line.split(None, 2)
-            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        elif line not in (b"\r\n", b"\n"):
-            self.lines.append(line)
-        return len(line)
+
+class _Sink:
+    """The userdata behind a curl callback: curl_cffi's callbacks call ``callback`` and store ``exception``."""
+
+    __slots__ = ("callback", "exception")
+
+    def __init__(self) -> None:
+        self.callback: Any = None
+        self.exception: BaseException | None = None
+
+
+class _Handle:
+    """A pooled curl handle. Its constant options (fingerprint, proxy, CA file, callbacks) are set once per
+    ``key`` and survive between requests: only the URL, body, headers and timeouts change per request."""
+
+    __slots__ = ("body", "body_ref", "curl", "fresh", "header_ref", "headers", "key", "ptr")
+
+    def __init__(self) -> None:
+        self.curl = Curl()
+        self.ptr = self.curl._curl
+        self.key: tuple[str | None, str | None] | None = None  # None: (re)configure before the next request
+        self.fresh = True  # no option set yet, so nothing to reset
+        self.body = _Sink()  # its callback is the current response's ``_on_body``
+        self.headers = _Sink()  # its callback is the current response's ``_HeaderLines``
+        # The C side holds only these pointers; keeping them here keeps the sinks alive.
+        self.body_ref = ffi.new_handle(self.body)
+        self.header_ref = ffi.new_handle(self.headers)
+
+    def configure(self, request: Request) -> None:
+        """Set the options that stay the same for every request with this handle's key."""
+        curl, handle = self.curl, self.ptr
+        if not self.fresh:
+            curl.reset()  # also drops whatever a failed request left half set
+        self.fresh = False
+        self.key = None
+        if request.impersonate:
+            target = resolve_latest_browser_type(request.impersonate)
+            # default_headers=False: the TLS and HTTP/2 fingerprint only; never curl_cffi's UA or headers.
+            if curl.impersonate(target, default_headers=False) != 0:
+                raise ProviderError(
+                    f"curl_cffi cannot impersonate {request.impersonate!r}; update curl_cffi or harvest again"
+                )
+            _setopt(handle, CurlOpt.ACCEPT_ENCODING, b"gzip, deflate, br, zstd")
+        if request.proxy:
+            _setopt(handle, CurlOpt.PROXY, request.proxy.encode())
+        curl._ensure_cacert()
+        _setopt(handle, CurlOpt.WRITEFUNCTION, lib.write_callback)
+        _setopt(handle, CurlOpt.WRITEDATA, self.body_ref)
+        _setopt(handle, CurlOpt.HEADERFUNCTION, lib.buffer_callback)
+        _setopt(handle, CurlOpt.HEADERDATA, self.header_ref)
+        # curl's idle timeout: abort when fewer than 1 byte/s arrives for LOW_SPEED_TIME seconds.
+        _setopt(handle, CurlOpt.LOW_SPEED_LIMIT, _long(1))
+        self.key = (request.impersonate, request.proxy)
 
 
 class Response:
@@ -144,40 +196,41 @@ class Response:
     __slots__ = (
         "_chunks",
         "_closing",
-        "_curl",
         "_done",
         "_error",
-        "_future",
-        "_header_block",
+        "_handle",
         "_headers",
+        "_lines",
         "_loop",
+        "_raw",
+        "_slist",
         "_started",
+        "_status",
         "_timer",
         "_transport",
         "_waiter",
         "url",
     )
 
-    def __init__(self, transport: Transport, curl: Curl, url: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: Transport, handle: _Handle, url: str, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
-        self._curl: Curl | None = curl
+        self._handle: _Handle | None = handle  # while curl owns the transfer
         self._loop = loop
         self.url = url
-        self._header_block = _Headers()
+        self._raw = _HeaderLines()
+        self._status = 0
+        self._lines: list[bytes] = []
         self._headers: dict[str, str] | None = None
+        self._slist: Any = None  # the header list curl sends; must outlive the transfer
         self._chunks: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._future: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._started = False  # the first body byte (or the end) has arrived, so the headers are final
         self._done = False
         self._closing = False
         self._error: BaseException | None = None
 
-    # -- curl callbacks (run inside the event loop, from curl's socket handling) -------------------------
-
-    def _on_header(self, line: bytes) -> int:
-        return self._header_block.add(line)
+    # -- called by curl (inside the event loop, from curl's socket handling) and by the transport ------------
 
     def _on_body(self, chunk: bytes) -> int:
         if self._closing:
@@ -189,16 +242,15 @@ class Response:
             waiter.set_result(None)
         return len(chunk)
 
-    def _on_done(self, future: asyncio.Future[None]) -> None:
+    def _finish(self, error: BaseException | None) -> None:
+        """The transfer is over (curl finished it, or we aborted it) and the handle is back in the pool."""
         self._done = True
+        self._handle = None
+        self._slist = None
         if self._timer is not None:
             self._timer.cancel()
-        if not future.cancelled() and (exc := future.exception()) is not None and self._error is None:
-            if isinstance(exc, CurlError):
-                self._error = translate_curl_error(exc, url=self.url, in_body=self._started)
-            else:
-                self._error = exc
-        self._release()
+        if error is not None and self._error is None:
+            self._error = error
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -212,14 +264,14 @@ class Response:
     @property
     def status(self) -> int:
         """The HTTP status code."""
-        return self._header_block.status
+        return self._status
 
     @property
     def headers(self) -> Mapping[str, str]:
         """Header fields with lower-case names; a repeated field keeps its last value."""
         if self._headers is None:
             headers: dict[str, str] = {}
-            for line in self._header_block.lines:
+            for line in self._lines:
                 name, _, value = line.decode("latin-1").partition(":")
                 headers[name.strip().lower()] = value.strip()
             self._headers = headers
@@ -229,10 +281,21 @@ class Response:
     def set_cookies(self) -> list[str]:
         """The raw ``Set-Cookie`` header values, in order."""
         values = []
-        for line in self._header_block.lines:
+        for line in self._lines:
             if line[:11].lower() == b"set-cookie:":
                 values.append(line[11:].decode("latin-1").strip())
         return values
+
+    def _parse_head(self) -> None:
+        """Split the status line and fields of the final header block off the raw lines curl delivered."""
+        raw = self._raw
+        # A later status line (after a 100 Continue, or a proxy's CONNECT answer) starts a new block.
+        for start in range(len(raw) - 1, -1, -1):
+            if raw[start][:5] == b"HTTP/":
+                parts = raw[start].split(None, 2)
+                self._status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+                self._lines = [line for line in raw[start + 1 :] if line not in (b"\r\n", b"\n")]
+                return
 
     async def _wait(self) -> None:
         """Wait until curl delivers more body bytes or finishes."""
@@ -248,6 +311,7 @@ class Response:
             await self._wait()
         if not self._started and self._error is not None:
             raise self._error
+        self._parse_head()
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives; chunks that arrived together are joined into one."""
@@ -269,29 +333,15 @@ class Response:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
 
     def _abort(self) -> None:
-        """Stop the transfer now: remove the handle from curl, which drops its connection, and wake readers."""
+        """Stop the transfer now: take the handle away from curl, which drops its connection, and wake readers."""
         if self._done:
             return
         self._closing = True
-        curl = self._curl
-        if curl is not None:
-            # Cancels the transfer's future; ``_on_done`` then releases the handle back to the pool.
-            self._transport._session.acurl.remove_handle(curl)
-        if self._future is not None and not self._future.done():
-            self._future.cancel()
-
-    def _release(self) -> None:
-        curl, self._curl = self._curl, None
-        if curl is not None:
-            self._transport._release(curl)
+        self._transport._finish(self, None)
 
     async def aclose(self) -> None:
         """Close the response, aborting an unfinished transfer at once; the pooled session stays usable."""
-        if not self._done:
-            self._abort()
-            if self._future is not None and not self._future.done():
-                await asyncio.wait({self._future}, timeout=_CLOSE_TIMEOUT)
-        self._release()
+        self._abort()
 
     async def __aenter__(self) -> Response:
         return self
@@ -300,31 +350,68 @@ class Response:
         await self.aclose()
 
 
+class _Multi(AsyncCurl):
+    """curl_cffi's driver of the curl multi handle (its socket and timer callbacks), except that a finished
+    transfer is handed to its ``Response`` at once rather than through a future and a loop iteration."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: Transport) -> None:
+        super().__init__(loop=loop)
+        self._transport = transport
+        self._int_out = ffi.new("int *")
+
+    def process_data(self, sockfd: int, ev_bitmask: int) -> None:
+        multi = self._curlm
+        if not multi:
+            return
+        self._check_error(lib.curl_multi_socket_action(multi, sockfd, ev_bitmask, self._int_out))
+        while True:
+            message = lib.curl_multi_info_read(multi, self._int_out)
+            if message == ffi.NULL:
+                return
+            if message.msg == _CURLMSG_DONE:
+                self._transport._on_done(message.easy_handle, message.data.result)
+
+
 class Transport:
-    """Sends requests over the curl_cffi session of one event loop."""
+    """Sends requests over the curl multi handle of one event loop, with a pool of configured curl handles."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._session: AsyncSession[Any] = AsyncSession(loop=loop, max_clients=_MAX_CLIENTS)
+        self._multi = _Multi(loop, self)
         self._closed = False
+        # Idle handles, most recently used last; a handle keeps the constant options of its last request.
+        self._idle: list[_Handle] = []
+        self._count = 0  # handles created
+        self._waiters: deque[asyncio.Future[None]] = deque()  # requests waiting for a handle
+        self._active: dict[Any, tuple[_Handle, Response]] = {}  # curl easy pointer -> its transfer
+        # Encoded header lists by the headers they carry. A record's identity sends the same headers on
+        # every call, so curl's list is built once per record, not per request.
+        self._slists: dict[tuple[tuple[str, str], ...], Any] = {}
 
     async def handle_request(self, request: Request) -> Response:
         """Send ``request`` and return once the status and headers are known; the body streams after."""
         if self._closed:
             raise RuntimeError("the transport is closed")
-        curl = await self._session.pop_curl()
-        response = Response(self, curl, request.url, self._loop)
+        handle = await self._acquire((request.impersonate, request.proxy))
+        response = Response(self, handle, request.url, self._loop)
         try:
-            _set_options(curl, request, response)
-            future = self._session.acurl.add_handle(curl)
+            if handle.key != (request.impersonate, request.proxy):
+                handle.configure(request)
+            self._set_request_options(handle, request, response)
+            self._active[handle.ptr] = (handle, response)
+            code = lib.curl_multi_add_handle(self._multi._curlm, handle.ptr)
+            if code != 0:
+                raise CurlError(f"curl_multi_add_handle failed ({code})", code)
         except BaseException:
-            response._curl = None
-            self._release(curl)
+            self._active.pop(handle.ptr, None)
+            response._handle = None
+            handle.key = None  # half configured: configure it afresh next time
+            self._release(handle)
             raise
-        response._future = future
-        future.add_done_callback(response._on_done)
         if request.deadline is not None:
             response._timer = self._loop.call_at(request.deadline, response._on_deadline)
+        # Start the transfer now (curl would otherwise wait for its 0 ms timer, one loop iteration later).
+        self._multi.process_data(_CURL_SOCKET_TIMEOUT, 0)
         try:
             await response._start()
         except BaseException:
@@ -332,72 +419,143 @@ class Transport:
             raise
         return response
 
-    def _release(self, curl: Curl) -> None:
-        """Reset a handle and put it back in the pool (or free it once the session is closed)."""
-        curl.clean_handles_and_buffers()
-        if self._closed:
-            curl.close()
+    async def _acquire(self, key: tuple[str | None, str | None]) -> _Handle:
+        """An idle handle, preferring one configured for ``key``; waits only when every handle is busy."""
+        while True:
+            idle = self._idle
+            if idle:
+                if idle[-1].key == key:
+                    return idle.pop()
+                for i in range(len(idle) - 2, -1, -1):
+                    if idle[i].key == key:
+                        return idle.pop(i)
+                return idle.pop()
+            if self._count < _MAX_CLIENTS:
+                self._count += 1
+                return _Handle()
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, but leaving: pass the turn on
+                elif waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _set_request_options(self, handle: _Handle, request: Request, response: Response) -> None:
+        """Set what changes per request on a handle whose constant options are already set.
+
+        Options go straight to ``curl_easy_setopt``: ``Curl.setopt`` builds a dict and walks a chain of branches
+        per call, which was a tenth of a small request's client time.
+        """
+        ptr = handle.ptr
+        _setopt(ptr, CurlOpt.URL, request.url.encode())  # libcurl copies string options
+        method = request.method.upper()
+        body = request.body
+        if method == "POST" or body is not None:
+            body = body or b""
+            _setopt(ptr, CurlOpt.POSTFIELDSIZE, _long(len(body)))
+            _setopt(ptr, CurlOpt.COPYPOSTFIELDS, body)  # copied: the bytes may go away before curl sends
+        else:
+            _setopt(ptr, CurlOpt.HTTPGET, _long(1))
+        _setopt(ptr, CurlOpt.CUSTOMREQUEST, ffi.NULL if method in ("GET", "POST") else method.encode())
+        response._slist = slist = self._header_list(request.headers)
+        _setopt(ptr, CurlOpt.HTTPHEADER, slist)
+        timeout = max(1, int(request.idle_timeout))
+        _setopt(ptr, CurlOpt.CONNECTTIMEOUT_MS, _long(timeout * 1000))
+        _setopt(ptr, CurlOpt.LOW_SPEED_TIME, _long(timeout))
+        handle.body.callback = response._on_body
+        handle.headers.callback = response._raw
+
+    def _header_list(self, headers: Sequence[tuple[str, str]]) -> Any:
+        """curl's list of header lines for ``headers`` (sent exactly, in order), built once and kept."""
+        key = headers if type(headers) is tuple else tuple(headers)
+        slist = self._slists.get(key)
+        if slist is None:
+            slist = ffi.NULL
+            for name, value in key:
+                slist = lib.curl_slist_append(slist, f"{name}: {value}".encode())
+            # "Expect:" with no value stops curl from adding "Expect: 100-continue" to larger POST bodies.
+            slist = ffi.gc(lib.curl_slist_append(slist, b"Expect:"), lib.curl_slist_free_all)
+            if len(self._slists) >= _MAX_HEADER_LISTS:
+                # The oldest goes; a response still sending it holds its own reference until it ends.
+                del self._slists[next(iter(self._slists))]
+            self._slists[key] = slist
+        return slist
+
+    def _on_done(self, ptr: Any, code: int) -> None:
+        """curl finished a transfer: with ``code`` 0, or with an error."""
+        entry = self._active.get(ptr)
+        if entry is None:
             return
-        try:
-            self._session.acurl.remove_handle(curl)
-        except CurlError:
-            pass  # already removed by curl when the transfer finished
-        curl.reset()
-        self._session.push_curl(curl)
+        handle, response = entry
+        error = handle.body.exception or handle.headers.exception
+        if error is None and code != 0 and not response._closing:
+            error = translate_curl_error(
+                handle.curl._get_error(code, "perform"), url=response.url, in_body=response._started
+            )
+        self._finish(response, error)
+
+    def _finish(self, response: Response, error: BaseException | None) -> None:
+        """Take the response's handle back from curl (aborting an unfinished transfer) and end the response."""
+        handle = response._handle
+        if handle is not None:
+            del self._active[handle.ptr]
+            if self._multi._curlm:
+                lib.curl_multi_remove_handle(self._multi._curlm, handle.ptr)
+            handle.body.callback = handle.headers.callback = None
+            handle.body.exception = handle.headers.exception = None
+            self._release(handle)
+        response._finish(error)
+
+    def _release(self, handle: _Handle) -> None:
+        """Put a handle back in the pool (or free it once the transport is closed)."""
+        if self._closed:
+            handle.curl.close()
+            return
+        self._idle.append(handle)
+        if self._waiters:
+            self._wake_one()
 
     async def aclose(self) -> None:
-        """Close the session and its connections."""
-        if not self._closed:
-            self._closed = True
-            await self._session.close()
-
-
-def _set_options(curl: Curl, request: Request, response: Response) -> None:
-    """Set exactly what one request needs on a freshly reset handle.
-
-    Plain string and number options go straight to ``curl_easy_setopt``: ``Curl.setopt`` builds a dict and
-    walks a chain of branches per call, which was a tenth of a small request's client time.
-    """
-    handle = curl._curl
-    if request.impersonate:
-        target = resolve_latest_browser_type(request.impersonate)
-        # default_headers=False: the TLS and HTTP/2 fingerprint only; never curl_cffi's UA or headers.
-        if curl.impersonate(target, default_headers=False) != 0:
-            raise ProviderError(
-                f"curl_cffi cannot impersonate {request.impersonate!r}; update curl_cffi or harvest again"
-            )
-        _setopt(handle, CurlOpt.ACCEPT_ENCODING, b"gzip, deflate, br, zstd")
-    _setopt(handle, CurlOpt.URL, request.url.encode())  # libcurl copies string options
-    method = request.method.upper()
-    body = request.body
-    if method == "POST" or body is not None:
-        body = body or b""
-        _setopt(handle, CurlOpt.POSTFIELDSIZE, _long(len(body)))
-        _setopt(handle, CurlOpt.COPYPOSTFIELDS, body)  # copied: the bytes may go away before curl sends
-    if method not in ("GET", "POST"):
-        _setopt(handle, CurlOpt.CUSTOMREQUEST, method.encode())
-    # "Expect:" with no value stops curl from adding "Expect: 100-continue" to larger POST bodies.
-    lines = [f"{name}: {value}".encode() for name, value in request.headers]
-    lines.append(b"Expect:")
-    curl.setopt(CurlOpt.HTTPHEADER, lines)
-    if request.proxy:
-        _setopt(handle, CurlOpt.PROXY, request.proxy.encode())
-    timeout = max(1, int(request.idle_timeout))
-    _setopt(handle, CurlOpt.CONNECTTIMEOUT_MS, _long(timeout * 1000))
-    # curl's idle timeout: abort when fewer than 1 byte/s arrives for `timeout` seconds.
-    _setopt(handle, CurlOpt.LOW_SPEED_LIMIT, _ONE)
-    _setopt(handle, CurlOpt.LOW_SPEED_TIME, _long(timeout))
-    curl.setopt(CurlOpt.HEADERFUNCTION, response._on_header)
-    curl.setopt(CurlOpt.WRITEFUNCTION, response._on_body)
+        """Close the transport: end the transfers still running, then free the handles and connections."""
+        if self._closed:
+            return
+        for _, response in list(self._active.values()):
+            self._finish(response, TransportError(f"{response.url}: the transport was closed", url=response.url))
+        self._closed = True
+        for handle in self._idle:
+            handle.curl.close()
+        self._idle.clear()
+        self._slists.clear()
+        await self._multi.close()
 
 
 def _long(value: int) -> Any:
-    """A ``long*`` for curl_cffi's setopt glue, which dereferences number options."""
-    return ffi.new("long*", value)
+    """A ``long*`` for curl_cffi's setopt glue, which dereferences number options; small ones are shared."""
+    pointer = _longs.get(value)
+    if pointer is None:
+        pointer = ffi.new("long*", value)
+        if len(_longs) < 1024:
+            _longs[value] = pointer
+    return pointer
 
 
+_longs: dict[int, Any] = {}
 _setopt = lib._curl_easy_setopt
-_ONE = _long(1)
+_CURL_SOCKET_TIMEOUT = -1
+_CURLMSG_DONE = 1
+#: Distinct header lists kept encoded (one per record and endpoint, in practice).
+_MAX_HEADER_LISTS = 256
 
 
 # One transport per event loop: curl's multi handle is bound to the loop that created it. Weak keys let a

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import gc
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -252,42 +253,49 @@ CASES = [
 ]
 
 
-async def run(url: str, repeat: int) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {name: {} for name, *_ in CASES}
+async def run(url: str, repeat: int) -> dict[str, dict[str, list[float]]]:
+    """Every client's timings per case. The clients take turns within each repeat, so a load that comes and
+    goes on a shared machine (another benchmark, a browser) weighs on all of them alike."""
+    results: dict[str, dict[str, list[float]]] = {name: {client: [] for client in CLIENTS} for name, *_ in CASES}
     for case_name, chunks, case, _ in CASES:
         configure(url, stream_chunks=chunks)
-        for client_name, factory in CLIENTS.items():
-            stream, close = await factory(url)
-            try:
+        opened = {client: await factory(url) for client, factory in CLIENTS.items()}
+        try:
+            for stream, _close in opened.values():
                 await stream()  # warm up: connections, imports, the TLS-less handshake
-                best = float("inf")
-                for _ in range(repeat):
+            for _ in range(repeat):
+                for client, (stream, _close) in opened.items():
                     gc.collect()
-                    best = min(best, await case(stream))
-                results[case_name][client_name] = best
-            finally:
+                    results[case_name][client].append(await case(stream))
+        finally:
+            for _stream, close in opened.values():
                 await close()
     return results
 
 
-def print_table(results: dict[str, dict[str, float]]) -> None:
+def print_table(results: dict[str, dict[str, list[float]]]) -> None:
+    """Per case and client: the median and the best of the repeats, and the median's ratio to the floor's."""
     targets = {"(a)": "<= 1.3x floor", "(b)": "<= 0.6 ms", "(c)": "<= 0.3 s"}
     clients = list(CLIENTS)
     width = max(len(c) for c in clients) + 2
     for case_name, _, _, unit in CASES:
-        row = results[case_name]
+        row = {client: statistics.median(times) for client, times in results[case_name].items()}
+        best = {client: min(times) for client, times in results[case_name].items()}
         base = row["floor (raw socket)"]
         fastest = min((v, k) for k, v in row.items() if k != "floor (raw socket)")[1]
-        print(f"\n{case_name}   target {targets[case_name[:3]]}")
+        scale = 1000 if unit == "ms" else 1
+        print(f"\n{case_name}   target {targets[case_name[:3]]}   (median of {len(results[case_name][clients[0]])})")
         for client in clients:
-            value = row[client] * (1000 if unit == "ms" else 1)
             mark = "  <- fastest client" if client == fastest else ""
-            print(f"  {client:<{width}} {value:9.3f} {unit:<2}  {row[client] / base:6.2f}x floor{mark}")
+            print(
+                f"  {client:<{width}} {row[client] * scale:9.3f} {unit:<2} (best {best[client] * scale:8.3f})"
+                f"  {row[client] / base:6.2f}x floor{mark}"
+            )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3, help="best of N runs per client and case")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per client and case (the median is shown)")
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="harvest-bench-")
     # The client reads its (empty) session cache from here, never the user's.

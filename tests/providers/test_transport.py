@@ -1,0 +1,81 @@
+"""The transport's pooled, pre-configured curl handles: what a reused handle sends, and how transfers end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from providers import StreamError, TransportError
+from providers._transport import Request, get_transport
+from tests.emulator._server import EmulatorThread
+
+from .conftest import MESSAGES
+
+PATH = "/api/openai/v1/chat/completions"
+BODY = orjson.dumps({"model": "gpt-4", "messages": MESSAGES, "stream": True})
+
+
+@pytest.fixture
+def emu(emulator: EmulatorThread) -> EmulatorThread:
+    """The emulator with the Cloudflare gate open: these tests are about the wire, not the session."""
+    emulator.configure(require_clearance=False)
+    return emulator
+
+
+def chat(url: str, headers: list[tuple[str, str]], **options: object) -> Request:
+    return Request("POST", url + PATH, headers, BODY, **options)  # type: ignore[arg-type]
+
+
+async def test_reused_handle_sends_only_the_new_headers(emu: EmulatorThread) -> None:
+    """A pooled handle sends exactly the headers of its current request, whatever the previous one sent."""
+    transport = get_transport()
+    first = [("User-Agent", "first/1.0"), ("X-Only-First", "1"), ("Content-Type", "application/json")]
+    second = [("User-Agent", "second/2.0"), ("Content-Type", "application/json")]
+    for headers, impersonate in ((first, "chrome"), (second, "chrome"), (second, None), (first, "chrome")):
+        async with await transport.handle_request(chat(emu.url, headers, impersonate=impersonate)) as response:
+            assert response.status == 200
+            assert b"[DONE]" in await response.aread()
+        seen = emu.stats["last_headers"]
+        assert seen["user-agent"] == headers[0][1]
+        assert ("x-only-first" in seen) == (headers is first)
+        assert "expect" not in seen
+    assert len(transport._idle) == 1  # one handle served every request, reconfigured when the key changed
+
+
+async def test_get_after_post_on_the_same_handle(emu: EmulatorThread) -> None:
+    """A handle that last sent a POST sends a plain GET (no body, no method left over) next."""
+    transport = get_transport()
+    async with await transport.handle_request(chat(emu.url, [("Content-Type", "application/json")])) as response:
+        await response.aread()
+    request = Request("GET", emu.url + "/v1/models", [("Accept", "application/json")])
+    async with await transport.handle_request(request) as response:
+        assert response.status == 200
+        assert orjson.loads(await response.aread())
+
+
+async def test_closing_the_transport_ends_open_streams(emu: EmulatorThread) -> None:
+    """A stream still open when its transport closes raises a typed error instead of hanging or ending clean."""
+    emu.configure(stream_chunks=200, drip_ms=20)
+    transport = get_transport()
+    response = await transport.handle_request(chat(emu.url, [("Content-Type", "application/json")]))
+    await transport.aclose()
+    with pytest.raises((StreamError, TransportError)):
+        await response.aread()
+
+
+async def test_requests_beyond_the_pool_wait_for_a_handle(emu: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every handle busy, a request waits for one to come back instead of failing."""
+    import providers._transport as module
+
+    monkeypatch.setattr(module, "_MAX_CLIENTS", 2)
+    transport = get_transport()
+
+    async def one() -> bytes:
+        async with await transport.handle_request(chat(emu.url, [("Content-Type", "application/json")])) as r:
+            return await r.aread()
+
+    bodies = await asyncio.wait_for(asyncio.gather(*[one() for _ in range(6)]), 10)
+    assert all(b"[DONE]" in body for body in bodies)
+    assert transport._count == 2
