@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import gc
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -312,6 +313,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(10)
+        shutil.rmtree(home, ignore_errors=True)  # the bench's throwaway cache and key
     print_table(results)
     return 0
 
