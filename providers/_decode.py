@@ -21,7 +21,7 @@ from ._exceptions import (
     StreamError,
     short_body,
 )
-from ._sse import DataStreamDecoder, SSEDecoder
+from ._sse import DataStreamDecoder, ServerSentEvent, SSEDecoder
 from ._types import Chunk, FinishReason, Reasoning, Usage
 
 _CHALLENGE_MARKERS = (b"Just a moment...", b"cf-challenge", b"challenge-platform")
@@ -117,22 +117,29 @@ class OpenAIStreamDecoder:
 
     def feed(self, chunk: bytes) -> list[Chunk]:
         """Decode the events completed by ``chunk``."""
+        if self._done:
+            return []
+        payloads = self._sse.feed_data(chunk)
+        if not payloads:
+            return []
+        if type(payloads[0]) is not bytes:
+            payloads = self._payloads(payloads)  # type: ignore[arg-type]
+        if b"[DONE]" in payloads:
+            # Nothing after the end marker counts.
+            del payloads[payloads.index(b"[DONE]") :]  # type: ignore[arg-type]
+            self._done = True
+        # The hot loop: no object per event besides orjson's own, and only the lookups the item needs.
         items: list[Chunk] = []
         append = items.append
-        for event in self._sse.feed(chunk):
-            if self._done:
-                break
-            data = event.data
-            if data == b"[DONE]":
-                self._done = True
-                break
+        for data in payloads:
             try:
                 obj = _loads(data)
             except _JSONDecodeError as exc:
                 raise StreamError(
-                    f"{self.provider}: malformed stream event: {short_body(data, 80)}", provider=self.provider
+                    f"{self.provider}: malformed stream event: {short_body(data, 80)}",  # type: ignore[arg-type]
+                    provider=self.provider,
                 ) from exc
-            if type(obj) is not dict or event.event == "error" or "error" in obj:
+            if type(obj) is not dict or "error" in obj:
                 raise _stream_error(obj, self.provider)
             choices = obj.get("choices")
             if choices:
@@ -154,6 +161,21 @@ class OpenAIStreamDecoder:
             if usage:
                 append(Usage.from_openai(usage))
         return items
+
+    def _payloads(self, events: list[ServerSentEvent]) -> list[bytes]:
+        """The data of irregular events (several fields or lines); an ``error`` event raises at its turn."""
+        payloads: list[bytes] = []
+        for event in events:
+            if event.event == "error" and event.data != b"[DONE]":
+                if b"[DONE]" in payloads:
+                    break  # the end marker came first: the error is after the end
+                try:
+                    data = _loads(event.data)
+                except _JSONDecodeError:
+                    data = event.data.decode("utf-8", "replace")
+                raise _stream_error(data, self.provider)
+            payloads.append(event.data)
+        return payloads
 
     def close(self) -> list[Chunk]:
         """Finish the stream; a stream cut before ``[DONE]`` and before any finish reason is an error."""

@@ -68,12 +68,28 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Consume ``chunk`` and return the events it completes, in order."""
+        blocks, _ = self.split(chunk)
+        return self.events(blocks) if blocks else []
+
+    def feed_data(self, chunk: bytes) -> list[bytes] | list[ServerSentEvent]:
+        """Like ``feed``, but when every completed event is a single ``data: `` line (the regular case), return
+        just their payloads: no object per event. Otherwise return the events, as ``feed`` does."""
+        blocks, single_lines = self.split(chunk)
+        if single_lines:
+            payloads = [block[6:] for block in blocks if block[:6] == b"data: "]
+            if len(payloads) == len(blocks):
+                return payloads
+        return self.events(blocks) if blocks else []
+
+    def split(self, chunk: bytes) -> tuple[list[bytes], bool]:
+        """Consume ``chunk``; return the blocks it completes (line ends normalised to LF, blank-line separators
+        removed) and whether each of them is a single line."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if not self._bom_checked:
             # The BOM may itself be split across chunks; wait until it can be told apart.
             if len(buffer) < len(_BOM) and _BOM.startswith(buffer):
                 self._buffer = buffer
-                return []
+                return [], True
             if buffer.startswith(_BOM):
                 buffer = buffer[len(_BOM) :]
             self._bom_checked = True
@@ -85,9 +101,17 @@ class SSEDecoder:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if b"\n\n" not in buffer:
             self._buffer = buffer + held
-            return []
+            return [], True
         blocks = buffer.split(b"\n\n")
-        self._buffer = blocks.pop() + held
+        rest = blocks.pop()
+        self._buffer = rest + held
+        # buffer == b"\n\n".join(blocks + [rest]), so the blocks hold no LF exactly when the separators
+        # account for every LF outside the rest: two C-level counts instead of a scan per block.
+        single_lines = buffer.count(b"\n") == 2 * len(blocks) + rest.count(b"\n")
+        return blocks, single_lines
+
+    def events(self, blocks: list[bytes]) -> list[ServerSentEvent]:
+        """The events of blocks that ``split`` returned."""
         events: list[ServerSentEvent] = []
         for block in blocks:
             if block[:6] == b"data: " and b"\n" not in block:

@@ -297,7 +297,15 @@ def print_table(results: dict[str, dict[str, list[float]]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="runs per client and case (the median is shown)")
+    parser.add_argument(
+        "--clients", default="", help="comma-separated name fragments: run only these clients (the floor always runs)"
+    )
     args = parser.parse_args()
+    if args.clients:
+        wanted = [part.strip().lower() for part in args.clients.split(",") if part.strip()]
+        for name in list(CLIENTS)[1:]:
+            if not any(part in name.lower() for part in wanted):
+                del CLIENTS[name]
     home = tempfile.mkdtemp(prefix="harvest-bench-")
     # The client reads its (empty) session cache from here, never the user's.
     os.environ["HARVEST_CACHE"] = str(Path(home) / "sessions.cache")

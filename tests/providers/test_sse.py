@@ -116,6 +116,38 @@ def test_any_split_gives_the_same_events(body: bytes, data: st.DataObject) -> No
     assert feed_in_pieces(body, list(range(len(body)))) == whole
 
 
+def feed_data_in_pieces(body: bytes, cuts: list[int]) -> list[bytes]:
+    """The payloads ``feed_data`` gives for ``body`` split at ``cuts`` (events turned into their data)."""
+    decoder = SSEDecoder()
+    payloads: list[bytes] = []
+    start = 0
+    for cut in [*sorted(set(cuts)), len(body)]:
+        for item in decoder.feed_data(body[start:cut]):
+            payloads.append(item if isinstance(item, bytes) else item.data)
+        start = cut
+    return payloads + [event.data for event in decoder.close()]
+
+
+@given(body=event_streams(), data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_feed_data_fast_path_agrees_with_the_events(body: bytes, data: st.DataObject) -> None:
+    """``feed_data`` returns bare payloads only where that loses nothing: the same data as the events, in order,
+    and bare payloads only for events that are plain ``message`` events."""
+    cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=8))
+    assert feed_data_in_pieces(body, cuts) == [event.data for event in parse_sse(body)]
+    decoder = SSEDecoder()
+    result = decoder.feed_data(body)
+    if result and isinstance(result[0], bytes):
+        assert all(event.event == "message" for event in parse_sse(body))
+
+
+def test_feed_data_takes_the_fast_path_for_a_regular_stream() -> None:
+    """A regular stream yields bare payloads; one with an ``event:`` line yields events."""
+    assert SSEDecoder().feed_data(b"data: 1\n\ndata: {}\n\ndata: [") == [b"1", b"{}"]
+    events = SSEDecoder().feed_data(b"data: 1\n\nevent: error\ndata: {}\n\n")
+    assert events == [ServerSentEvent(b"1"), ServerSentEvent(b"{}", "error")]
+
+
 def test_regular_openai_stream() -> None:
     """The regular ``data: {json}`` stream parses to one event per block, ``[DONE]`` included."""
     body = b'data: {"a":1}\n\ndata: {"a":2}\n\ndata: [DONE]\n\n'
