@@ -165,6 +165,8 @@ class Provider:
             return cls.default_model
         if model in cls.model_aliases:
             return cls.model_aliases[model]
+        if model == cls.default_model or model in cls.models:
+            return model
         known = cls._known_models()
         if model in known:
             return model
@@ -275,11 +277,11 @@ class Provider:
         )
         body = cls._chat_body(model, messages, stream, max_tokens, temperature, extra_body)
         response = await cls._send(call, lambda c: cls._chat_request(c, body))
-        decoder = cls._decoder(stream, response.headers.get("content-type", ""))
+        decoder = cls._decoder(stream, response.header("content-type") or "")
         try:
             # The hot path: one network chunk in, a list of items out, each yielded straight to the caller.
-            feed = decoder.feed
-            async for data in response.aiter_bytes():
+            feed, receive = decoder.feed, response.receive
+            while data := await receive():
                 for item in feed(data):
                     yield item
             for item in decoder.close():

@@ -152,17 +152,30 @@ def _with_domain(cookie: Cookie, domain: str) -> Cookie:
 
 
 _CACHE_VARS = ("HARVEST_CACHE", "HARVEST_CACHE_KEY", "HARVEST_CACHE_PASSPHRASE", "HARVEST_CACHE_KEY_FILE")
-_caches: dict[str, AuthCache] = {}
+_ENCODED_VARS = tuple(os.environ.encodekey(name) for name in _CACHE_VARS)  # type: ignore[attr-defined]
+_caches: dict[tuple[object, ...], AuthCache] = {}
 # Protects `_caches`: CLI threads and event loops in other threads may open the cache at once.
 _caches_lock = threading.Lock()
 
 
+def _cache_env() -> tuple[object, ...]:
+    """The values of ``_CACHE_VARS``. Read from ``os.environ``'s own dict where CPython has one, since every API
+    call asks: ``os.environ.get`` encodes the name and decodes the value, ten times the cost of the lookup."""
+    data = getattr(os.environ, "_data", None)
+    if type(data) is dict:
+        return tuple(map(data.get, _ENCODED_VARS))
+    return tuple(os.environ.get(name) for name in _CACHE_VARS)
+
+
 def open_cache(path: str | os.PathLike[str] | None = None) -> AuthCache:
     """Return one ``AuthCache`` per cache path for the whole process."""
+    # The cache's own defaults come from these variables, so they are part of what identifies "the" cache.
+    key = (path if path is None else os.fspath(path), *_cache_env())
+    cache = _caches.get(key)  # a dict read is atomic; the lock only orders the first opening
+    if cache is not None:
+        return cache
     from cache import AuthCache
 
-    # The cache's own defaults come from these variables, so they are part of what identifies "the" cache.
-    key = "\0".join([os.fspath(path) if path is not None else "", *(os.environ.get(v, "") for v in _CACHE_VARS)])
     with _caches_lock:
         cache = _caches.get(key)
         if cache is None:

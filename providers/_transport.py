@@ -25,14 +25,14 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from curl_cffi import Curl, CurlError, CurlOpt
 from curl_cffi._wrapper import ffi, lib
 from curl_cffi.aio import AsyncCurl
-from curl_cffi.const import CurlECode
+from curl_cffi.const import CurlECode, CurlHttpVersion
 from curl_cffi.curl import CURL_WRITEFUNC_ERROR
 from curl_cffi.requests.impersonate import resolve_latest_browser_type
 
@@ -178,6 +178,8 @@ class _Handle:
                     f"curl_cffi cannot impersonate {request.impersonate!r}; update curl_cffi or harvest again"
                 )
             _setopt(handle, CurlOpt.ACCEPT_ENCODING, b"gzip, deflate, br, zstd")
+            # HTTP/2 over TLS only, as browsers do: never an "Upgrade: h2c" offer on a cleartext connection.
+            _setopt(handle, CurlOpt.HTTP_VERSION, _long(CurlHttpVersion.V2TLS))
         if request.proxy:
             _setopt(handle, CurlOpt.PROXY, request.proxy.encode())
         curl._ensure_cacert()
@@ -196,6 +198,7 @@ class Response:
     __slots__ = (
         "_chunks",
         "_closing",
+        "_deadline",
         "_done",
         "_error",
         "_handle",
@@ -206,7 +209,6 @@ class Response:
         "_slist",
         "_started",
         "_status",
-        "_timer",
         "_transport",
         "_waiter",
         "url",
@@ -224,7 +226,7 @@ class Response:
         self._slist: Any = None  # the header list curl sends; must outlive the transfer
         self._chunks: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # the loop time after which the transport's watchdog aborts it
         self._started = False  # the first body byte (or the end) has arrived, so the headers are final
         self._done = False
         self._closing = False
@@ -247,8 +249,6 @@ class Response:
         self._done = True
         self._handle = None
         self._slist = None
-        if self._timer is not None:
-            self._timer.cancel()
         if error is not None and self._error is None:
             self._error = error
         waiter = self._waiter
@@ -286,16 +286,33 @@ class Response:
                 values.append(line[11:].decode("latin-1").strip())
         return values
 
+    def header(self, name: str) -> str | None:
+        """One header field's value (the last if repeated), found without building ``headers``."""
+        prefix = name.lower().encode("latin-1") + b":"
+        size = len(prefix)
+        for line in reversed(self._lines):
+            if line[:size].lower() == prefix:
+                return line[size:].decode("latin-1").strip()
+        return None
+
     def _parse_head(self) -> None:
         """Split the status line and fields of the final header block off the raw lines curl delivered."""
         raw = self._raw
-        # A later status line (after a 100 Continue, or a proxy's CONNECT answer) starts a new block.
-        for start in range(len(raw) - 1, -1, -1):
-            if raw[start][:5] == b"HTTP/":
-                parts = raw[start].split(None, 2)
-                self._status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-                self._lines = [line for line in raw[start + 1 :] if line not in (b"\r\n", b"\n")]
-                return
+        start = 0
+        if raw.count(b"\r\n") + raw.count(b"\n") > 1:
+            # Several blocks: a later status line (after a 100 Continue, or a proxy's CONNECT answer) starts a
+            # new one, and only the last counts.
+            for start in range(len(raw) - 1, -1, -1):
+                if raw[start][:5] == b"HTTP/":
+                    break
+        if not raw or raw[start][:5] != b"HTTP/":
+            return
+        parts = raw[start].split(None, 2)
+        self._status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        end = len(raw)
+        while end > start + 1 and raw[end - 1] in (b"\r\n", b"\n"):
+            end -= 1
+        self._lines = raw[start + 1 : end]
 
     async def _wait(self) -> None:
         """Wait until curl delivers more body bytes or finishes."""
@@ -328,6 +345,23 @@ class Response:
             else:
                 await self._wait()
 
+    async def receive(self) -> bytes:
+        """The body bytes that arrived since the last call (waiting for some), or ``b""`` at the end.
+
+        ``aiter_bytes`` without the async generator: the streaming loop calls it once per network read.
+        """
+        chunks = self._chunks
+        while True:
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                return data
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            await self._wait()
+
     async def aread(self) -> bytes:
         """Read the whole body."""
         return b"".join([chunk async for chunk in self.aiter_bytes()])
@@ -350,6 +384,101 @@ class Response:
         await self.aclose()
 
 
+class _CurlLoop:
+    """The loop as curl_cffi's socket and timer callbacks see it: the real one, but with cheaper timers.
+
+    curl asks for a timer on nearly every state change: "now" when a transfer is added, "in 1 s" for its
+    low-speed check, and "none" (which curl_cffi turns into an immediate call) when the last transfer ends.
+    Scheduling, cancelling and firing a loop timer for each of those was a tenth of a small request's client
+    time. Here "none" schedules nothing, "now" is a ``call_soon``, and later times share one loop timer that
+    is moved only when curl wants to be called earlier than it is set for. A timer that fires before curl's
+    time simply sets itself again, so curl is never called late.
+    """
+
+    __slots__ = (
+        "_armed",
+        "_armed_at",
+        "_loop",
+        "_multi",
+        "_want",
+        "_writers",
+        "add_reader",
+        "create_future",
+        "deferred",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, multi: _Multi) -> None:
+        self._loop = loop
+        self._multi = multi
+        self._want: float | None = None  # when curl wants ``process_data(TIMEOUT)``; None: never
+        self._armed: asyncio.Handle | None = None  # the loop timer that checks ``_want``
+        self._armed_at = 0.0
+        #: True while the transport is about to call ``process_data`` itself: a "now" timer is then not needed.
+        self.deferred = False
+        self._writers: set[int] = set()  # curl_cffi removes a writer on every socket change; most never had one
+        self.add_reader = loop.add_reader
+        self.create_future = loop.create_future
+
+    def add_writer(self, fd: int, callback: Any, *args: Any) -> None:
+        self._writers.add(fd)
+        self._loop.add_writer(fd, callback, *args)
+
+    def remove_reader(self, fd: int) -> bool:
+        return self._loop.remove_reader(fd)
+
+    def remove_writer(self, fd: int) -> bool:
+        if fd not in self._writers:
+            return False
+        self._writers.discard(fd)
+        return self._loop.remove_writer(fd)
+
+    def call_later(self, delay: float, callback: object, *args: object) -> _CurlLoop | None:
+        """curl_cffi's ``timer_function``: call ``process_data(TIMEOUT)`` after ``delay`` (< 0: never)."""
+        if delay < 0:
+            return None
+        self._want = self._loop.time() + delay
+        if not self.deferred:
+            self._arm()
+        return self  # curl_cffi cancels it before asking again
+
+    def cancel(self) -> None:
+        self._want = None
+
+    def settle(self) -> None:
+        """End a ``deferred`` stretch: make sure a timer covers what curl last asked for."""
+        self.deferred = False
+        self._arm()
+
+    def _arm(self) -> None:
+        want = self._want
+        if want is not None and (self._armed is None or self._armed_at > want):
+            if self._armed is not None:
+                self._armed.cancel()
+            self._armed_at = want
+            self._armed = self._loop.call_at(want, self._on_armed)
+
+    def _on_armed(self) -> None:
+        self._armed = None
+        self._fire()
+
+    def _fire(self) -> None:
+        want = self._want
+        if want is None:
+            return
+        if want > self._loop.time() + _TIMER_SLACK:
+            self._arm()  # early: curl moved its time on since this was set
+            return
+        self._want = None
+        self._multi.process_data(_CURL_SOCKET_TIMEOUT, 0)
+
+    def close(self) -> None:
+        self._want = None
+        self._writers.clear()
+        if self._armed is not None:
+            self._armed.cancel()
+            self._armed = None
+
+
 class _Multi(AsyncCurl):
     """curl_cffi's driver of the curl multi handle (its socket and timer callbacks), except that a finished
     transfer is handed to its ``Response`` at once rather than through a future and a loop iteration."""
@@ -358,6 +487,7 @@ class _Multi(AsyncCurl):
         super().__init__(loop=loop)
         self._transport = transport
         self._int_out = ffi.new("int *")
+        self.curl_loop = self.loop = _CurlLoop(self.loop, self)  # type: ignore[assignment]
 
     def process_data(self, sockfd: int, ev_bitmask: int) -> None:
         multi = self._curlm
@@ -387,6 +517,11 @@ class Transport:
         # Encoded header lists by the headers they carry. A record's identity sends the same headers on
         # every call, so curl's list is built once per record, not per request.
         self._slists: dict[tuple[tuple[str, str], ...], Any] = {}
+        # One loop timer enforces every transfer's total deadline: it is set for the earliest one and moved
+        # only when a new transfer's deadline comes earlier. A request costs no timer of its own, and as
+        # deadlines are minutes away, the watchdog wakes rarely.
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
 
     async def handle_request(self, request: Request) -> Response:
         """Send ``request`` and return once the status and headers are known; the body streams after."""
@@ -394,24 +529,33 @@ class Transport:
             raise RuntimeError("the transport is closed")
         handle = await self._acquire((request.impersonate, request.proxy))
         response = Response(self, handle, request.url, self._loop)
+        curl_loop = self._multi.curl_loop
         try:
             if handle.key != (request.impersonate, request.proxy):
                 handle.configure(request)
             self._set_request_options(handle, request, response)
             self._active[handle.ptr] = (handle, response)
+            # curl asks for a "now" timer when a transfer is added; we start the transfer ourselves below, at
+            # once, instead of one loop iteration later.
+            curl_loop.deferred = True
             code = lib.curl_multi_add_handle(self._multi._curlm, handle.ptr)
             if code != 0:
                 raise CurlError(f"curl_multi_add_handle failed ({code})", code)
         except BaseException:
+            curl_loop.settle()
             self._active.pop(handle.ptr, None)
             response._handle = None
             handle.key = None  # half configured: configure it afresh next time
             self._release(handle)
             raise
         if request.deadline is not None:
-            response._timer = self._loop.call_at(request.deadline, response._on_deadline)
-        # Start the transfer now (curl would otherwise wait for its 0 ms timer, one loop iteration later).
-        self._multi.process_data(_CURL_SOCKET_TIMEOUT, 0)
+            response._deadline = request.deadline
+            if self._watchdog is None or self._watchdog_at > request.deadline:
+                self._arm_watchdog(request.deadline)
+        try:
+            self._multi.process_data(_CURL_SOCKET_TIMEOUT, 0)
+        finally:
+            curl_loop.settle()
         try:
             await response._start()
         except BaseException:
@@ -492,6 +636,28 @@ class Transport:
             self._slists[key] = slist
         return slist
 
+    def _arm_watchdog(self, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog_at = when
+        self._watchdog = self._loop.call_at(when, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        """Abort the transfers whose deadline passed; set the watchdog for the next one."""
+        self._watchdog = None
+        now = self._loop.time() + _TIMER_SLACK
+        upcoming: float | None = None
+        for _, response in list(self._active.values()):
+            deadline = response._deadline
+            if deadline is None:
+                continue
+            if deadline <= now:
+                response._on_deadline()
+            elif upcoming is None or deadline < upcoming:
+                upcoming = deadline
+        if upcoming is not None:
+            self._arm_watchdog(upcoming)
+
     def _on_done(self, ptr: Any, code: int) -> None:
         """curl finished a transfer: with ``code`` 0, or with an error."""
         entry = self._active.get(ptr)
@@ -533,11 +699,14 @@ class Transport:
         for _, response in list(self._active.values()):
             self._finish(response, TransportError(f"{response.url}: the transport was closed", url=response.url))
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for handle in self._idle:
             handle.curl.close()
         self._idle.clear()
         self._slists.clear()
         await self._multi.close()
+        self._multi.curl_loop.close()
 
 
 def _long(value: int) -> Any:
@@ -553,6 +722,8 @@ def _long(value: int) -> Any:
 _longs: dict[int, Any] = {}
 _setopt = lib._curl_easy_setopt
 _CURL_SOCKET_TIMEOUT = -1
+#: A loop timer may fire this early (the loop's clock resolution); curl's own checks absorb it.
+_TIMER_SLACK = 0.001
 _CURLMSG_DONE = 1
 #: Distinct header lists kept encoded (one per record and endpoint, in practice).
 _MAX_HEADER_LISTS = 256
@@ -563,17 +734,33 @@ _MAX_HEADER_LISTS = 256
 _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = weakref.WeakKeyDictionary()
 
 
+def _dead_ref() -> None:
+    return None
+
+
+# Weak references to the last loop looked up and its transport.
+_last: tuple[Callable[[], asyncio.AbstractEventLoop | None], Callable[[], Transport | None]] = (_dead_ref, _dead_ref)
+
+
 def get_transport() -> Transport:
     """Return the running loop's transport, creating it on first use."""
+    global _last
     loop = asyncio.get_running_loop()
+    transport = _last[1]()
+    if _last[0]() is loop and transport is not None and not transport._closed:
+        return transport  # the common case, without a weak reference made per lookup
     transport = _transports.get(loop)
     if transport is None or transport._closed:
         transport = _transports[loop] = Transport(loop)
+    _last = (weakref.ref(loop), weakref.ref(transport))
     return transport
 
 
 async def close_transport() -> None:
     """Close the running loop's transport (tests and CLI commands call this before the loop ends)."""
+    global _last
     transport = _transports.pop(asyncio.get_running_loop(), None)
+    if transport is _last[1]():
+        _last = (_dead_ref, _dead_ref)
     if transport is not None:
         await transport.aclose()

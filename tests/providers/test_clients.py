@@ -80,6 +80,8 @@ async def test_record_identity_is_sent(emulator: EmulatorThread, cache: AuthCach
         assert headers[name] == value
     assert headers["origin"] == emulator.url
     assert "cf_clearance=" in headers["cookie"]
+    # Like a browser, no h2c upgrade over cleartext HTTP (curl's HTTP/2 setting would ask for one).
+    assert "upgrade" not in headers and "http2-settings" not in headers
 
 
 async def test_no_record_still_never_leaks_curl_user_agent(open_emulator: EmulatorThread) -> None:
