@@ -23,6 +23,7 @@ of waiting, as ``Response.aclose()`` does, for the server to finish.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -122,7 +123,8 @@ class Request:
     body: bytes | None = None
     proxy: str | None = None
     impersonate: str | None = None
-    #: Seconds without a byte (connect included) before ``ProviderTimeout``; curl enforces it.
+    #: Seconds without a byte (connect included) before ``ProviderTimeout``. Not curl's low-speed check, which
+    #: averages over several seconds and so never fires for a stream that sent a burst and then went quiet.
     idle_timeout: float = 60.0
     #: Absolute ``loop.time()`` after which the whole exchange is abandoned with ``ProviderTimeout``.
     deadline: float | None = None
@@ -187,8 +189,6 @@ class _Handle:
         _setopt(handle, CurlOpt.WRITEDATA, self.body_ref)
         _setopt(handle, CurlOpt.HEADERFUNCTION, lib.buffer_callback)
         _setopt(handle, CurlOpt.HEADERDATA, self.header_ref)
-        # curl's idle timeout: abort when fewer than 1 byte/s arrives for LOW_SPEED_TIME seconds.
-        _setopt(handle, CurlOpt.LOW_SPEED_LIMIT, _long(1))
         self.key = (request.impersonate, request.proxy)
 
 
@@ -203,6 +203,9 @@ class Response:
         "_error",
         "_handle",
         "_headers",
+        "_heard",
+        "_idle",
+        "_last",
         "_lines",
         "_loop",
         "_raw",
@@ -227,6 +230,9 @@ class Response:
         self._chunks: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
         self._deadline: float | None = None  # the loop time after which the transport's watchdog aborts it
+        self._idle = 60.0  # seconds of silence after which the watchdog aborts it
+        self._last = _monotonic()  # when a body byte last arrived (or the request started)
+        self._heard = 0  # header lines the watchdog saw at its last check
         self._started = False  # the first body byte (or the end) has arrived, so the headers are final
         self._done = False
         self._closing = False
@@ -238,6 +244,7 @@ class Response:
         if self._closing:
             return CURL_WRITEFUNC_ERROR  # makes curl abort the transfer
         self._started = True
+        self._last = _monotonic()
         self._chunks.append(chunk)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -257,6 +264,10 @@ class Response:
 
     def _on_deadline(self) -> None:
         self._error = ProviderTimeout(f"{self.url}: the total deadline passed", deadline_passed=True, url=self.url)
+        self._abort()
+
+    def _on_idle(self) -> None:
+        self._error = ProviderTimeout(f"{self.url}: no data for {self._idle:g} s (the idle timeout)", url=self.url)
         self._abort()
 
     # -- public API ---------------------------------------------------------------------------------------
@@ -517,9 +528,9 @@ class Transport:
         # Encoded header lists by the headers they carry. A record's identity sends the same headers on
         # every call, so curl's list is built once per record, not per request.
         self._slists: dict[tuple[tuple[str, str], ...], Any] = {}
-        # One loop timer enforces every transfer's total deadline: it is set for the earliest one and moved
-        # only when a new transfer's deadline comes earlier. A request costs no timer of its own, and as
-        # deadlines are minutes away, the watchdog wakes rarely.
+        # One loop timer enforces every transfer's total deadline and idle timeout: it is set for the earliest
+        # time one could expire and moved only when a new transfer's comes earlier. A request costs no timer
+        # of its own, a body chunk only a clock read, and as timeouts are minutes long the watchdog wakes rarely.
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = 0.0
 
@@ -548,10 +559,13 @@ class Transport:
             handle.key = None  # half configured: configure it afresh next time
             self._release(handle)
             raise
+        response._idle = request.idle_timeout
+        due = self._loop.time() + request.idle_timeout
         if request.deadline is not None:
             response._deadline = request.deadline
-            if self._watchdog is None or self._watchdog_at > request.deadline:
-                self._arm_watchdog(request.deadline)
+            due = min(due, request.deadline)
+        if self._watchdog is None or self._watchdog_at > due:
+            self._arm_watchdog(due)
         try:
             self._multi.process_data(_CURL_SOCKET_TIMEOUT, 0)
         finally:
@@ -616,7 +630,6 @@ class Transport:
         _setopt(ptr, CurlOpt.HTTPHEADER, slist)
         timeout = max(1, int(request.idle_timeout))
         _setopt(ptr, CurlOpt.CONNECTTIMEOUT_MS, _long(timeout * 1000))
-        _setopt(ptr, CurlOpt.LOW_SPEED_TIME, _long(timeout))
         handle.body.callback = response._on_body
         handle.headers.callback = response._raw
 
@@ -643,18 +656,28 @@ class Transport:
         self._watchdog = self._loop.call_at(when, self._check_deadlines)
 
     def _check_deadlines(self) -> None:
-        """Abort the transfers whose deadline passed; set the watchdog for the next one."""
+        """Abort the transfers past their deadline or quiet for their idle timeout; wake again for the next."""
         self._watchdog = None
-        now = self._loop.time() + _TIMER_SLACK
+        now = self._loop.time()
+        quiet_now = _monotonic()
         upcoming: float | None = None
         for _, response in list(self._active.values()):
             deadline = response._deadline
-            if deadline is None:
-                continue
-            if deadline <= now:
+            if deadline is not None and deadline <= now + _TIMER_SLACK:
                 response._on_deadline()
-            elif upcoming is None or deadline < upcoming:
-                upcoming = deadline
+                continue
+            if len(response._raw) != response._heard:  # header lines count as signs of life too
+                response._heard = len(response._raw)
+                response._last = max(response._last, quiet_now)
+            quiet = quiet_now - response._last
+            if quiet >= response._idle - _TIMER_SLACK:
+                response._on_idle()
+                continue
+            due = now + response._idle - quiet
+            if deadline is not None and deadline < due:
+                due = deadline
+            if upcoming is None or due < upcoming:
+                upcoming = due
         if upcoming is not None:
             self._arm_watchdog(upcoming)
 
@@ -722,6 +745,7 @@ def _long(value: int) -> Any:
 _longs: dict[int, Any] = {}
 _setopt = lib._curl_easy_setopt
 _CURL_SOCKET_TIMEOUT = -1
+_monotonic = time.monotonic
 #: A loop timer may fire this early (the loop's clock resolution); curl's own checks absorb it.
 _TIMER_SLACK = 0.001
 _CURLMSG_DONE = 1

@@ -79,3 +79,50 @@ async def test_requests_beyond_the_pool_wait_for_a_handle(emu: EmulatorThread, m
     bodies = await asyncio.wait_for(asyncio.gather(*[one() for _ in range(6)]), 10)
     assert all(b"[DONE]" in body for body in bodies)
     assert transport._count == 2
+
+
+async def test_each_transfer_keeps_its_own_deadline(emu: EmulatorThread) -> None:
+    """One watchdog serves every transfer: each stream stops at its own deadline, set in any order, and a
+    stream with a far deadline keeps going."""
+    from providers import ProviderTimeout
+
+    emu.configure(stream_chunks=1000, drip_ms=20)  # 20 s of stream unless stopped
+    transport = get_transport()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def stream(seconds: float) -> float:
+        request = chat(emu.url, [("Content-Type", "application/json")], deadline=started + seconds)
+        async with await transport.handle_request(request) as response:
+            with pytest.raises(ProviderTimeout) as info:
+                await response.aread()
+        assert info.value.deadline_passed
+        return loop.time() - started
+
+    far = asyncio.create_task(stream(60.0))
+    await asyncio.sleep(0.1)
+    # Added later but due earlier: the watchdog must move forward twice, then on to 2.0 after 1.0 fires.
+    second, first = await asyncio.gather(stream(2.0), stream(1.0))
+    assert 1.0 <= first < 1.8
+    assert 2.0 <= second < 2.8
+    assert not far.done()  # still streaming
+    far.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await far
+
+
+async def test_idle_timeout_without_deadline(emu: EmulatorThread) -> None:
+    """With no total deadline, a stream that stalls longer than the idle timeout ends with ProviderTimeout
+    (curl's low-speed check, driven by the transport's timers)."""
+    from providers import ProviderTimeout
+
+    emu.configure(stream_chunks=3, drip_ms=4000)
+    transport = get_transport()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    request = chat(emu.url, [("Content-Type", "application/json")], idle_timeout=1.0, deadline=None)
+    async with await transport.handle_request(request) as response:
+        with pytest.raises(ProviderTimeout) as info:
+            await response.aread()
+    assert not info.value.deadline_passed
+    assert loop.time() - started < 3.5
