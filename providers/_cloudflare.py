@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from ._base import Call, Decoder, Provider
+from ._base import Decoder, Provider
 from ._decode import DataStreamItemDecoder, collapse
 from ._types import Chunk, Messages
-
-if TYPE_CHECKING:
-    from ._transport import Request
 
 
 class _Collapsed:
@@ -79,10 +76,6 @@ class Cloudflare(Provider):
         if extra_body:
             body.update(extra_body)
         return body
-
-    @classmethod
-    def _chat_request(cls, call: Call, body: dict[str, Any]) -> Request:
-        return cls._request(call, "POST", call.url(cls.chat_path), body)
 
     @classmethod
     def _decoder(cls, stream: bool, content_type: str) -> Decoder:

@@ -300,7 +300,9 @@ def main() -> int:
     parser.add_argument(
         "--clients", default="", help="comma-separated name fragments: run only these clients (the floor always runs)"
     )
+    parser.add_argument("--cases", default="abc", help="which cases to run, e.g. 'ac' (default: all)")
     args = parser.parse_args()
+    CASES[:] = [case for case in CASES if case[0][1] in args.cases]
     if args.clients:
         wanted = [part.strip().lower() for part in args.clients.split(",") if part.strip()]
         for name in list(CLIENTS)[1:]:
