@@ -21,7 +21,7 @@ from ._exceptions import (
     StreamError,
     short_body,
 )
-from ._sse import DataStreamDecoder, ServerSentEvent, SSEDecoder
+from ._sse import DataStreamDecoder, ServerSentEvent, SSEDecoder, data_stream_part
 from ._types import Chunk, FinishReason, Reasoning, Usage
 
 _CHALLENGE_MARKERS = (b"Just a moment...", b"cf-challenge", b"challenge-platform")
@@ -197,7 +197,21 @@ class DataStreamItemDecoder:
 
     def feed(self, chunk: bytes) -> list[Chunk]:
         """Decode the parts completed by ``chunk``."""
-        return self._items(self._parts.feed(chunk))
+        items: list[Chunk] = []
+        for line in self._parts.lines(chunk):
+            if line[:2] == b"0:":
+                # The hot case, a text part, decoded in place.
+                try:
+                    value = _loads(line[2:])
+                except _JSONDecodeError as exc:
+                    raise StreamError(
+                        f"{self.provider}: malformed data-stream line: {short_body(line, 80)}", provider=self.provider
+                    ) from exc
+                if value:
+                    items.append(value if type(value) is str else str(value))
+            else:
+                items += self._items([data_stream_part(line)])
+        return items
 
     def close(self) -> list[Chunk]:
         """Finish the stream; one that ended before its finish part is truncated."""

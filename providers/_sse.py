@@ -182,27 +182,29 @@ class DataStreamDecoder:
 
     def feed(self, chunk: bytes) -> list[tuple[str, Any]]:
         """Consume ``chunk`` and return the parts of the lines it completes."""
+        return [data_stream_part(line) for line in self.lines(chunk)]
+
+    def lines(self, chunk: bytes) -> list[bytes]:
+        """Consume ``chunk`` and return the non-empty lines it completes, without their line ends."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\n" not in buffer:
             self._buffer = buffer
             return []
         lines = buffer.split(b"\n")
         self._buffer = lines.pop()
-        parts: list[tuple[str, Any]] = []
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if line:
-                parts.append(_data_stream_part(line))
-        return parts
+        if b"\r" in buffer:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        if b"" in lines:
+            lines = [line for line in lines if line]
+        return lines
 
     def close(self) -> list[tuple[str, Any]]:
         """Signal the end of the stream; a last line without its LF still counts."""
         buffer, self._buffer = self._buffer.strip(), b""
-        return [_data_stream_part(buffer)] if buffer else []
+        return [data_stream_part(buffer)] if buffer else []
 
 
-def _data_stream_part(line: bytes) -> tuple[str, Any]:
+def data_stream_part(line: bytes) -> tuple[str, Any]:
     """Split one data-stream line into its type code and decoded JSON value."""
     code, colon, payload = line.partition(b":")
     if not colon or not code or len(code) > 2:

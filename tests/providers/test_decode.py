@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers._decode import OpenAIStreamDecoder
+from providers._decode import DataStreamItemDecoder, OpenAIStreamDecoder
 from providers._exceptions import StreamError
 from providers._types import Chunk, FinishReason, Reasoning, Usage
 
@@ -92,3 +92,43 @@ def test_a_cut_stream_is_truncated() -> None:
     assert decoder.feed(chunk_event({"content": "a"})) == ["a"]
     with pytest.raises(StreamError, match="truncated"):
         decoder.close()
+
+
+def decode_data_stream(body: bytes, cuts: list[int] = ()) -> list[Chunk]:  # type: ignore[assignment]
+    decoder = DataStreamItemDecoder("test")
+    items: list[Chunk] = []
+    start = 0
+    for cut in [*sorted(set(cuts)), len(body)]:
+        items += decoder.feed(body[start:cut])
+        start = cut
+    return items + decoder.close()
+
+
+@given(
+    texts=st.lists(st.tuples(_texts, st.booleans()), max_size=8),
+    eol=st.sampled_from(["\n", "\r\n"]),
+    data=st.data(),
+)
+@settings(max_examples=200, deadline=None)
+def test_data_stream_any_split_decodes_to_the_same_items(
+    texts: list[tuple[str, bool]], eol: str, data: st.DataObject
+) -> None:
+    """Cloudflare's data stream: text (``0:``) and reasoning (``g:``) parts, the step finish with usage, the
+    message finish; whole or cut anywhere, the same items."""
+    lines = [(b"g:" if reasoning else b"0:") + orjson.dumps(text) for text, reasoning in texts]
+    usage = {"promptTokens": 2, "completionTokens": len(texts)}
+    lines.append(b"e:" + orjson.dumps({"finishReason": "stop", "usage": usage}))
+    lines.append(b"d:" + orjson.dumps({"finishReason": "stop", "usage": usage}))
+    body = b"".join(line + eol.encode() for line in lines)
+    expected: list[Chunk] = [Reasoning(text) if reasoning else text for text, reasoning in texts]
+    expected += [FinishReason("stop"), Usage(2, len(texts), 2 + len(texts))]
+    cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=10))
+    assert decode_data_stream(body) == expected
+    assert decode_data_stream(body, cuts) == expected
+
+
+@pytest.mark.parametrize("line", [b'0:"unterminated\n', b"no colon here\n", b'3:"the model is overloaded"\n'])
+def test_data_stream_errors_are_typed(line: bytes) -> None:
+    """A malformed part and an error part (``3:``) raise StreamError."""
+    with pytest.raises(StreamError):
+        DataStreamItemDecoder("test").feed(b'0:"ok"\n' + line)
