@@ -343,18 +343,8 @@ class Response:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives; chunks that arrived together are joined into one."""
-        chunks = self._chunks
-        while True:
-            if chunks:
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                yield data
-            elif self._done:
-                if self._error is not None:
-                    raise self._error
-                return
-            else:
-                await self._wait()
+        while data := await self.receive():
+            yield data
 
     async def receive(self) -> bytes:
         """The body bytes that arrived since the last call (waiting for some), or ``b""`` at the end.

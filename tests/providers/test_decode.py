@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from providers._base import Decoder
 from providers._decode import DataStreamItemDecoder, OpenAIStreamDecoder
 from providers._exceptions import StreamError
 from providers._types import Chunk, FinishReason, Reasoning, Usage
@@ -17,8 +18,9 @@ def chunk_event(delta: dict[str, object], finish: str | None = None, eol: str = 
     return b"data: " + orjson.dumps(payload) + (eol * 2).encode()
 
 
-def decode(body: bytes, cuts: list[int] = ()) -> list[Chunk]:  # type: ignore[assignment]
-    decoder = OpenAIStreamDecoder("test")
+def decode(body: bytes, cuts: list[int] = (), decoder: Decoder | None = None) -> list[Chunk]:  # type: ignore[assignment]
+    """Feed ``body`` to a decoder (the OpenAI one unless given) split at ``cuts``, and collect every item."""
+    decoder = decoder or OpenAIStreamDecoder("test")
     items: list[Chunk] = []
     start = 0
     for cut in [*sorted(set(cuts)), len(body)]:
@@ -94,16 +96,6 @@ def test_a_cut_stream_is_truncated() -> None:
         decoder.close()
 
 
-def decode_data_stream(body: bytes, cuts: list[int] = ()) -> list[Chunk]:  # type: ignore[assignment]
-    decoder = DataStreamItemDecoder("test")
-    items: list[Chunk] = []
-    start = 0
-    for cut in [*sorted(set(cuts)), len(body)]:
-        items += decoder.feed(body[start:cut])
-        start = cut
-    return items + decoder.close()
-
-
 @given(
     texts=st.lists(st.tuples(_texts, st.booleans()), max_size=8),
     eol=st.sampled_from(["\n", "\r\n"]),
@@ -123,8 +115,8 @@ def test_data_stream_any_split_decodes_to_the_same_items(
     expected: list[Chunk] = [Reasoning(text) if reasoning else text for text, reasoning in texts]
     expected += [FinishReason("stop"), Usage(2, len(texts), 2 + len(texts))]
     cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=10))
-    assert decode_data_stream(body) == expected
-    assert decode_data_stream(body, cuts) == expected
+    assert decode(body, decoder=DataStreamItemDecoder("test")) == expected
+    assert decode(body, cuts, DataStreamItemDecoder("test")) == expected
 
 
 @pytest.mark.parametrize("line", [b'0:"unterminated\n', b"no colon here\n", b'3:"the model is overloaded"\n'])
