@@ -19,6 +19,8 @@ DOCUMENT_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 10.0
 
 Updater = Callable[[SessionRecord | None], SessionRecord | None]
+_View = tuple["StatToken | None", dict[str, SessionRecord], "KdfParams | None"]
+_EMPTY: _View = (None, {}, None)
 
 
 class AuthCache:
@@ -33,9 +35,9 @@ class AuthCache:
         self._storage = storage
         self._keys = keys
         self.lock_timeout = lock_timeout
-        self._token: StatToken | None = None
-        self._records: dict[str, SessionRecord] = {}
-        self._kdf: KdfParams | None = None
+        # What we last read or wrote: (the file's stat token, its records, its KDF parameters). One attribute,
+        # replaced whole, so threads sharing this object never see a token paired with another read's records.
+        self._view: _View = _EMPTY
 
     @classmethod
     def open(
@@ -80,15 +82,16 @@ class AuthCache:
         token = self._storage.stat()
         if token is None:
             return {}
-        if token == self._token:
-            return self._records
-        return self._load()
+        view = self._view
+        if token == view[0]:
+            return view[1]
+        return self._load()[1]
 
-    def _load(self) -> dict[str, SessionRecord]:
+    def _load(self) -> _View:
         data, token = self._storage.load()
         if data is None:
-            self._token, self._records, self._kdf = None, {}, None
-            return {}
+            self._view = _EMPTY
+            return _EMPTY
         try:
             header = read_header(data)
             document = decrypt(data, header, self._keys.key_for(header.kdf))
@@ -110,8 +113,8 @@ class AuthCache:
                 f"{self.path}: a record is malformed ({exc}); run `harvest cache reset` to start empty.",
                 path=self.path,
             ) from None
-        self._token, self._records, self._kdf = token, records, header.kdf
-        return records
+        self._view = view = (token, records, header.kdf)
+        return view
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -146,9 +149,10 @@ class AuthCache:
         with self._storage.lock(self.lock_timeout):
             # Re-read under the lock: another process may have written since our last read. A file we
             # cannot read raises here, before anything is written, so it is never overwritten.
-            records = dict(self._load()) if self._storage.stat() is not None else {}
+            _, current, kdf = self._load() if self._storage.stat() is not None else _EMPTY
+            records = dict(current)
             mutate(records)
-            kdf = self._kdf or self._keys.new_kdf()
+            kdf = kdf or self._keys.new_kdf()
             write_key = key or self._keys.key_for(kdf, create=True)
             self._save(records, write_key, kdf)
 
@@ -158,7 +162,7 @@ class AuthCache:
             "records": {name: rec.to_json() for name, rec in sorted(records.items())},
         }
         self._storage.save(encrypt(document, key, kdf))
-        self._token, self._records, self._kdf = self._storage.stat(), records, kdf
+        self._view = (self._storage.stat(), records, kdf)
 
     # -- maintenance ---------------------------------------------------------------------------------------
 
@@ -176,7 +180,7 @@ class AuthCache:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             target = self.path.with_name(f"{self.path.name}.bad-{stamp}")
             os.replace(self.path, target)
-            self._token, self._records, self._kdf = None, {}, None
+            self._view = _EMPTY
             return target
 
     def rotate_key(self, new_passphrase: str | None = None) -> str:
@@ -186,7 +190,7 @@ class AuthCache:
         config path). With a passphrase, pass ``new_passphrase``; the new salt goes in the file header.
         """
         with self._storage.lock(self.lock_timeout):
-            records = dict(self._load()) if self._storage.stat() is not None else {}
+            records = dict(self._load()[1]) if self._storage.stat() is not None else {}
             if self._keys.uses_passphrase:
                 if not new_passphrase:
                     raise CacheError("this cache uses a passphrase: give the new one to rotate to")

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -47,6 +47,8 @@ from apscheduler.triggers.date import DateTrigger
 
 from cache import AuthCache, CacheError, SessionRecord, utcnow
 from harvester._exceptions import BrowserError, HarvestError
+from harvester._harvest import StepCallback
+from harvester._harvest import harvest as harvest_single_flight
 
 from ._logging import LOGGER_NAME, SecretRegistry, log_event
 from ._metrics import DaemonMetrics, Outcome
@@ -54,6 +56,10 @@ from ._schedule import RandomSource, backoff_delay, next_refresh
 from ._server import StatusServer
 from ._settings import DaemonSettings
 from ._status import ProviderState, build_report, status_document, status_path, write_status
+
+if TYPE_CHECKING:
+    from harvester._harvest import Harvester
+    from harvester._recipes import Recipe
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -64,7 +70,7 @@ _CANCEL_GRACE = 2.0
 
 
 class HarvesterLike(Protocol):
-    """The part of ``harvester.Harvester`` the daemon uses; tests pass a fake."""
+    """The part of ``harvester.Harvester`` the daemon (and ``harvester.harvest()`` for it) uses; tests pass a fake."""
 
     @property
     def browser_running(self) -> bool: ...
@@ -72,8 +78,21 @@ class HarvesterLike(Protocol):
     @property
     def browser_restarts(self) -> int: ...
 
+    @property
+    def headful(self) -> bool: ...
+
+    def resolve(
+        self, provider: str | None, *, url: str | None = None, name: str | None = None, base_url: str | None = None
+    ) -> Recipe: ...
+
     async def harvest(
-        self, provider: str, *, url: str | None = None, base_url: str | None = None, proxy: str | None = None
+        self,
+        provider: str | None,
+        *,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        on_step: StepCallback | None = None,
+        recipe: Recipe | None = None,
     ) -> SessionRecord: ...
 
     async def close_browser(self) -> None: ...
@@ -167,8 +186,6 @@ class Daemon:
         self._inflight: dict[str, asyncio.Task[datetime | None]] = {}
         # Protects the browser's lifecycle: an idle close and the start of a harvest never interleave.
         self._browser_lock = asyncio.Lock()
-        # Protects the AuthCache object (not thread-safe) while its blocking calls run in worker threads.
-        self._cache_lock = asyncio.Lock()
         # Serialises status-file writes, so an older document never replaces a newer one.
         self._status_lock = asyncio.Lock()
         self._status_dirty = False
@@ -320,8 +337,8 @@ class Daemon:
     async def _schedule_initial(self, name: str) -> None:
         """Schedule a provider from its cached record: missing or expired means now."""
         try:
-            async with self._cache_lock:
-                record = await asyncio.to_thread(self.cache.get, name)
+            # AuthCache is safe to share between threads: reads see one whole file, writes hold its lock.
+            record = await asyncio.to_thread(self.cache.get, name)
         except CacheError as exc:
             # Unreadable now (a key rotated under us?): harvest at once; the put will say what is wrong.
             log_event(logger, logging.ERROR, "cache.read_failed", provider=name, error=_describe(exc))
@@ -403,7 +420,7 @@ class Daemon:
                 del self._inflight[name]
 
     async def _refresh(self, name: str) -> datetime | None:
-        """Harvest one provider, store the record, and return when to refresh it next."""
+        """Harvest one provider into the cache (via ``harvester.harvest()``) and return when to refresh it next."""
         spec = self.settings.providers.get(name)
         harvester = self._harvester
         if spec is None or harvester is None:
@@ -417,10 +434,21 @@ class Daemon:
         started = time.monotonic()
         outcome: Outcome = "failure"
         try:
-            record = await harvester.harvest(name, url=spec.url, base_url=spec.base_url, proxy=spec.proxy)
+            # Single flight with every other harvest of this provider, in this process (``harvest()``'s asyncio
+            # lock) and in others (the CLI: the cache's per-provider file lock). When another one ran while we
+            # waited, this returns the record it stored instead of running the browser again; else it stores ours.
+            record = await harvest_single_flight(
+                name,
+                url=spec.url,
+                base_url=spec.base_url,
+                proxy=spec.proxy,
+                # Typed for the real Harvester; it only uses ``resolve``, ``harvest`` and ``headful`` (HarvesterLike).
+                harvester=cast("Harvester", harvester),
+                cache=self.cache,
+                force=False,
+                timeout=self.settings.harvest_timeout,
+            )
             self._secrets.set(name, _record_secrets(record))
-            async with self._cache_lock:
-                await asyncio.to_thread(self.cache.put, record)
         except asyncio.CancelledError:
             outcome = "cancelled"
             log_event(logger, logging.WARNING, "harvest.cancelled", provider=name)
@@ -564,8 +592,7 @@ class Daemon:
         )
         records: Mapping[str, SessionRecord] | None
         try:
-            async with self._cache_lock:
-                listed = await asyncio.to_thread(self.cache.list)
+            listed = await asyncio.to_thread(self.cache.list)
             records = {record.provider: record for record in listed}
         except Exception:
             records = None

@@ -184,3 +184,38 @@ def test_update_refuses_a_record_for_another_provider(cache: AuthCache) -> None:
     """update(name, fn) must return a record for that name; a mismatch is a programming error."""
     with pytest.raises(ValueError, match="returned a record"):
         cache.update("cerebras", lambda r: SessionRecord(provider="other"))
+
+
+def test_one_handle_shared_by_threads_stays_true_to_the_file(cache: AuthCache) -> None:
+    """Threads reading and writing through one AuthCache (the daemon and the provider clients do) never leave
+    it pinned to an older read: afterwards it agrees with a fresh handle, and every write is there."""
+    import sys
+    import threading
+
+    writers, rounds = 4, 25
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            for round_ in range(rounds):
+                cache.put(make_record(provider=f"p{index}", extras={"round": str(round_)}))
+                for _ in range(3):
+                    cache.list()  # reads racing the other threads' writes and reads
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(writers)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so the races actually happen
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors
+    assert cache.list() == AuthCache.open().list()
+    assert {record.provider: record.extras["round"] for record in cache.list()} == {
+        f"p{i}": str(rounds - 1) for i in range(writers)
+    }

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -19,8 +20,20 @@ API_KEY_SECRET = "apikey-SECRET-0123456789abcdef"
 AUTH_HEADER_SECRET = "authhdr-SECRET-9999"
 
 
+@dataclass(frozen=True)
+class FakeRecipe:
+    """The part of a ``Recipe`` that ``harvester.harvest()`` and the fake read."""
+
+    name: str
+    base_url: str | None = None
+
+
 class FakeHarvester:
-    """Stands in for ``harvester.Harvester``: records calls, sleeps ``delay``, fails on demand."""
+    """Stands in for ``harvester.Harvester``: records calls, sleeps ``delay``, fails on demand.
+
+    It has the real one's ``resolve`` and ``harvest`` signatures, so ``harvester.harvest()`` (the single-flight
+    entry point the daemon goes through) can drive it.
+    """
 
     def __init__(self, *, delay: float = 0.05, ttl: float = 2.0, fail_next: int = 0) -> None:
         self.delay = delay
@@ -28,8 +41,11 @@ class FakeHarvester:
         self.fail_next = fail_next
         self.crash_next = 0
         self.hang_next = 0
+        self.gate: asyncio.Event | None = None  # when set, each harvest also waits for it (after ``delay``)
         self.calls: list[str] = []
+        self.timeouts: list[float | None] = []  # the timeout each call was given
         self.cancelled: list[str] = []
+        self.headful = False  # read by harvester.harvest() (a headful harvest's lock waits longer)
         self.browser_running = False
         self.browser_restarts = 0
         self.closes = 0
@@ -46,15 +62,35 @@ class FakeHarvester:
         self.exited = True
         self.browser_running = False
 
+    def resolve(
+        self, provider: str | None, *, url: str | None = None, name: str | None = None, base_url: str | None = None
+    ) -> FakeRecipe:
+        return FakeRecipe(name=name or provider or url or "", base_url=base_url)
+
     async def harvest(
-        self, name: str, *, url: str | None = None, base_url: str | None = None, proxy: str | None = None
+        self,
+        provider: str | None,
+        *,
+        url: str | None = None,
+        name: str | None = None,
+        base_url: str | None = None,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        on_step: Callable[[str], None] | None = None,
+        recipe: FakeRecipe | None = None,
     ) -> SessionRecord:
+        if recipe is None:
+            recipe = self.resolve(provider, url=url, name=name, base_url=base_url)
+        name, base_url = recipe.name, recipe.base_url
         self.calls.append(name)
+        self.timeouts.append(timeout)
         self.browser_running = True
         self.concurrent += 1
         self.max_seen_concurrent = max(self.max_seen_concurrent, self.concurrent)
         try:
             await asyncio.sleep(self.delay)
+            if self.gate is not None:
+                await self.gate.wait()
         except asyncio.CancelledError:
             self.cancelled.append(name)
             raise

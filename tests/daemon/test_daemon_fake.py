@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 
 import aiohttp
 import pytest
 
-from cache import AuthCache, generate_key
+from cache import AuthCache, SessionRecord, generate_key
+from harvester._harvest import harvest
 from harvester.daemon import (
     Daemon,
     DaemonSettings,
@@ -329,3 +333,113 @@ async def test_taken_listen_port_fails_before_any_harvest(cache: AuthCache) -> N
             await asyncio.wait_for(daemon.serve(), 15)
     assert fake.calls == []
     assert fake.exited
+
+
+# -- single flight with other harvests of the same provider ----------------------------------------------
+
+# Another process (a one-shot `harvest --provider alpha`) mid-harvest: it holds the provider's harvest lock,
+# says so, waits for the test's go-ahead, then stores a fresh record and releases the lock.
+_OTHER_PROCESS = """
+import sys, time
+from datetime import timedelta
+from cache import AuthCache, SessionRecord, utcnow
+
+name = sys.argv[1]
+cache = AuthCache.open()
+with cache.harvest_lock(name):
+    print("locked", flush=True)
+    sys.stdin.readline()
+    time.sleep(1.0)
+    now = utcnow()
+    cache.put(SessionRecord(provider=name, user_agent="other-process", harvested_at=now,
+                            expires_at=now + timedelta(hours=1)))
+    print(now.isoformat(), flush=True)
+"""
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def other_process() -> Iterator[subprocess.Popen[str]]:
+    """Another process holding alpha's harvest lock (it has said "locked"); reaped at teardown."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _OTHER_PROCESS, "alpha"],
+        cwd=_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+async def test_refresh_waits_for_another_process_and_uses_its_record(other_process: subprocess.Popen[str]) -> None:
+    """A refresh while another process holds the provider's harvest lock waits, then takes its record."""
+    assert other_process.stdin is not None and other_process.stdout is not None
+    fake = FakeHarvester(ttl=3600.0)
+    cache = AuthCache.open()  # $HARVEST_CACHE and its key file, as the other process opens them
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].running)  # harvest() has started: it waits for the lock
+    other_process.stdin.write("go\n")
+    other_process.stdin.flush()
+    stamped = datetime.fromisoformat((await asyncio.to_thread(other_process.stdout.readline)).strip())
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    assert await _stop(daemon, task) == 0
+    assert await asyncio.to_thread(other_process.wait, 10) == 0
+    state = daemon.states["alpha"]
+    assert fake.calls == []
+    assert state.failures == 0 and state.last_success is not None
+    assert state.record_harvested_at == stamped
+    record = cache.get("alpha")
+    assert record is not None and record.user_agent == "other-process" and record.harvested_at == stamped
+
+
+@pytest.mark.parametrize("daemon_first", [True, False], ids=["daemon-first", "one-shot-first"])
+async def test_refresh_and_in_process_harvest_make_one_browser_run(daemon_first: bool) -> None:
+    """A refresh and a concurrent in-process ``harvester.harvest()`` of one provider make one browser run."""
+    fake, other = FakeHarvester(ttl=3600.0), FakeHarvester(ttl=3600.0)
+    first = fake if daemon_first else other
+    first.gate = asyncio.Event()  # the first harvest holds the locks until the second one is waiting
+    settings = _settings("alpha")
+    daemon = Daemon(settings, cache=AuthCache.open(), harvester_factory=_factory(fake))
+    loop = asyncio.get_running_loop()
+
+    def one_shot() -> asyncio.Task[SessionRecord]:
+        coro = harvest("alpha", base_url=settings.providers["alpha"].base_url, harvester=other, cache=AuthCache.open())
+        return loop.create_task(coro)
+
+    if daemon_first:
+        task = _start(daemon)
+        await _until(lambda: fake.concurrent == 1)
+        shot = one_shot()
+        await asyncio.sleep(0.2)  # it is waiting for the lock
+    else:
+        shot = one_shot()
+        await _until(lambda: other.concurrent == 1)
+        task = _start(daemon)
+        await _until(lambda: daemon.states["alpha"].running)
+        await asyncio.sleep(0.2)
+    first.gate.set()
+    record = await asyncio.wait_for(shot, 10)
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    assert await _stop(daemon, task) == 0
+    assert fake.calls + other.calls == ["alpha"]
+    assert first.calls == ["alpha"]
+    assert daemon.states["alpha"].record_harvested_at == record.harvested_at
+
+
+async def test_refresh_gives_the_harvest_the_daemons_timeout(cache: AuthCache) -> None:
+    """The refresh hands the daemon's harvest_timeout to the harvester, not harvest()'s own default."""
+    fake = FakeHarvester(ttl=3600.0)
+    daemon = Daemon(_settings("alpha", harvest_timeout=7.5), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    assert await _stop(daemon, task) == 0
+    assert fake.timeouts == [7.5]
