@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 
 from cache import generate_key  # noqa: E402
+from tests.daemon._proc import chromium_pids  # noqa: E402
 from tests.emulator._server import EmulatorThread  # noqa: E402
 from tests.emulator._state import EmulatorConfig  # noqa: E402
 
@@ -55,29 +56,10 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def browser_pids(tmpdir: Path) -> list[int]:
-    """Live browser processes (helpers included) started with ``TMPDIR=tmpdir``."""
-    env_marker, path_marker = f"TMPDIR={tmpdir}".encode(), str(tmpdir).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        ours = path_marker in cmdline or any(item.startswith(env_marker) for item in environ)
-        if ours and b"chrom" in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 def browser_rss(tmpdir: Path) -> int:
     """Summed RSS of the browser's processes (shared pages counted once per process: an upper bound)."""
     total = 0
-    for pid in browser_pids(tmpdir):
+    for pid in chromium_pids(str(tmpdir)):
         try:
             total += rss(pid)
         except OSError:
@@ -169,7 +151,7 @@ def main() -> int:
         time.sleep(1.0)
         results["baseline_fds"] = fds(proc.pid)
         results["baseline_rss"] = rss(proc.pid)
-        results["baseline_browsers"] = len(browser_pids(tmpdir))
+        results["baseline_browsers"] = len(chromium_pids(str(tmpdir)))
         results["baseline_profiles"] = profiles(tmpdir)
 
         write_config(config, url, names, args.idle_close)
@@ -180,7 +162,7 @@ def main() -> int:
         next_report = 20
         while True:
             done = cycles()
-            peak_browsers = max(peak_browsers, len(browser_pids(tmpdir)))
+            peak_browsers = max(peak_browsers, len(chromium_pids(str(tmpdir))))
             if done >= 20 and "rss_20" not in results:
                 results["rss_20"] = rss(proc.pid)
                 results["fds_20"] = fds(proc.pid)
@@ -207,24 +189,24 @@ def main() -> int:
         emulator.configure(clearance_ttl=3600.0)
         last = harvests()
         wait_until(lambda: all(harvests().get(n, 0) > last.get(n, 0) for n in names), 60, "hour-long records", proc)
-        wait_until(lambda: not browser_pids(tmpdir), args.idle_close + 30, "the idle browser to close", proc)
+        wait_until(lambda: not chromium_pids(str(tmpdir)), args.idle_close + 30, "the idle browser to close", proc)
         time.sleep(1.0)
         results["idle_fds"] = fds(proc.pid)
         results["idle_rss"] = rss(proc.pid)
-        results["idle_browsers"] = len(browser_pids(tmpdir))
+        results["idle_browsers"] = len(chromium_pids(str(tmpdir)))
         results["idle_profiles"] = profiles(tmpdir)
 
         stop_started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         results["exit_code"] = proc.wait(20)
         results["stop_seconds"] = time.monotonic() - stop_started
-        results["end_browsers"] = len(browser_pids(tmpdir))
+        results["end_browsers"] = len(chromium_pids(str(tmpdir)))
         results["end_profiles"] = profiles(tmpdir)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-        for pid in browser_pids(tmpdir):  # only this run's browsers, by pid
+        for pid in chromium_pids(str(tmpdir)):  # only this run's browsers, by pid
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
