@@ -42,6 +42,10 @@ _REAP_POLL = 0.005  # seconds between waitpid polls while killed helpers exit (t
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
+#: What both drivers raise (as BrowserError) when a tab is gone though the browser is not: with --headful the
+#: person may close the window before the harvest is done.
+TAB_CLOSED = "the browser tab was closed before the harvest finished; run again and leave it open until it is done"
+
 #: Flags for a browser on a closed network that should look like an ordinary one.
 BASE_FLAGS = (
     "--remote-debugging-port=0",
@@ -152,6 +156,13 @@ def make_profile_dir() -> str:
     return tempfile.mkdtemp(prefix=PROFILE_PREFIX, dir=base)
 
 
+def has_display() -> bool:
+    """True where a visible window can open: always off Linux, else when $DISPLAY or $WAYLAND_DISPLAY is set."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -228,6 +239,12 @@ class BrowserProcess:
         """
         if self._proc is not None:
             raise RuntimeError("BrowserProcess.start() called twice")
+        if self.headful and not has_display():
+            # Chromium would only say "The platform failed to initialize" and exit.
+            raise BrowserError(
+                "--headful opens a browser window, but there is no display ($DISPLAY and $WAYLAND_DISPLAY are "
+                "unset); run harvest in a desktop session (or over `ssh -X`)"
+            )
         try:
             self.profile_dir = make_profile_dir()
         except OSError as exc:
@@ -270,7 +287,11 @@ class BrowserProcess:
             raw = await self._proc.stderr.readline()
             if not raw:
                 await self._proc.wait()
-                raise BrowserError(self.describe_exit())
+                hint = ""
+                if self.headful:
+                    where = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY")
+                    hint = f"; --headful needs a display Chromium can open (is {where!r} reachable?)"
+                raise BrowserError(self.describe_exit() + hint)
             line = raw.decode("utf-8", "replace").rstrip()
             self._stderr_tail.append(line)
             if _ENDPOINT_MARK in line:

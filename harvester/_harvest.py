@@ -20,18 +20,22 @@ from ._config import Config, load_config
 from ._driver import Driver, Page, make_driver, snapshot, translate_error
 from ._exceptions import BlockedError, BrowserError, ChallengeTimeout, HarvestError, NeedsHeadfulError
 from ._identity import Identity, build_identity, impersonate_target
-from ._recipes import Recipe, parse_session, resolve_recipe
+from ._recipes import Recipe, browser_origin, parse_session, resolve_recipe
 
 T = TypeVar("T")
 StepCallback = Callable[[str], None]
 
 POLL_INTERVAL = 0.05  # longest wait between page snapshots while a challenge runs (navigations wake it sooner)
+SESSION_POLL_INTERVAL = 1.0  # seconds between session reads while a person signs in (--headful)
 RELOAD_INTERVAL = 1.0  # seconds between reloads while the site answers 5xx
 HEADFUL_TIMEOUT = 300.0  # a person needs longer than a script: the minimum deadline with --headful
 CLOSE_TIMEOUT = 5.0  # bound on closing a page or a driver, so teardown never hangs on a dead browser
 
+# Off the site's origin (a person signing in at an identity provider) a relative fetch would ask that other
+# site, so only report where the page is.
 _SESSION_JS = """(async () => {
-  const r = await fetch(%s, {credentials: "include", headers: {accept: "application/json"}});
+  if (location.origin !== %(origin)s) return {elsewhere: location.origin};
+  const r = await fetch(%(path)s, {credentials: "include", headers: {accept: "application/json"}});
   const text = await r.text();
   let json = null;
   try { json = JSON.parse(text); } catch (e) {}
@@ -228,27 +232,25 @@ class Harvester:
             api_key = None
             if recipe.session_url:
                 step("reading the session")
-                api_key = await self._read_session(page, process, recipe, deadline, timeout)
+                api_key = await self._read_session(page, process, recipe, deadline, timeout, step)
             step("collecting cookies")
             cookies = await _within(page.cookies(), deadline, recipe)
-        except HarvestError:
+        except HarvestError as exc:
+            if isinstance(exc, BrowserError) and not process.alive:
+                raise _browser_died(process, recipe) from exc
+            # A driver's own error (the person closed the tab) knows neither the provider nor the URL.
+            exc.provider, exc.url = exc.provider or recipe.name, exc.url or recipe.start_url
             raise
-        except ChallengeDeadline:
+        except ChallengeDeadline as exc:
             raise ChallengeTimeout(
-                f"the challenge at {recipe.start_url} did not clear within {timeout:g} s; "
-                "retry with a longer --timeout, or run once with `harvest --provider "
-                f"{recipe.name} --headful` to see the page",
+                _deadline_message(recipe, timeout, exc.verdict, headful=self.headful),
                 provider=recipe.name,
                 url=recipe.start_url,
                 timeout=timeout,
             ) from None
         except Exception as exc:
             if not process.alive:
-                raise BrowserError(
-                    f"{process.describe_exit()} while harvesting {recipe.name}; retry, and check that Chromium runs",
-                    provider=recipe.name,
-                    url=recipe.start_url,
-                ) from exc
+                raise _browser_died(process, recipe) from exc
             raise translate_error(exc, provider=recipe.name, url=recipe.start_url) from exc
         finally:
             if page is not None:
@@ -269,44 +271,49 @@ class Harvester:
         loop = asyncio.get_running_loop()
         last_reload = loop.time()
         announced = ""
-        while True:
-            state = await self._snapshot(page, process, recipe, deadline)
-            verdict = classify(state)
-            if verdict != announced and verdict not in ("loading", "cleared"):
-                step(
-                    {"challenge": "waiting for the challenge", "unavailable": "the site is failing; retrying"}.get(
-                        verdict, f"waiting for a person ({verdict.replace('_', ' ')})"
+        verdict: str = "loading"
+        try:
+            while True:
+                state = await self._snapshot(page, process, recipe, deadline)
+                verdict = classify(state)
+                if verdict != announced and verdict not in ("loading", "cleared"):
+                    step(
+                        {"challenge": "waiting for the challenge", "unavailable": "the site is failing; retrying"}.get(
+                            verdict, f"waiting for a person ({verdict.replace('_', ' ')})"
+                        )
                     )
-                )
-                announced = verdict
-            if verdict == "cleared":
-                return state
-            if verdict == "blocked":
-                raise BlockedError(
-                    f'{recipe.start_url} answered "Access denied" (HTTP {state.status or "?"}); this IP or proxy is '
-                    "blocked: try another --proxy, or later",
-                    provider=recipe.name,
-                    url=recipe.start_url,
-                    status=state.status,
-                )
-            if verdict in ("interactive", "login_required") and not self.headful:
-                raise _needs_headful(recipe, "interactive" if verdict == "interactive" else "login")
-            now = loop.time()
-            if now >= deadline:
-                if verdict == "unavailable":
+                    announced = verdict
+                if verdict == "cleared":
+                    return state
+                if verdict == "blocked":
                     raise BlockedError(
-                        f"{recipe.start_url} kept answering HTTP {state.status} for {timeout:g} s; try again later",
+                        f'{recipe.start_url} answered "Access denied" (HTTP {state.status or "?"}); '
+                        "this IP or proxy is blocked: try another --proxy, or later",
                         provider=recipe.name,
                         url=recipe.start_url,
                         status=state.status,
                     )
-                raise ChallengeDeadline
-            if verdict == "unavailable" and now - last_reload >= RELOAD_INTERVAL:
-                last_reload = now
-                await _within(page.goto(recipe.start_url), deadline, recipe)
-            # Look again as soon as the page navigates or finishes parsing, and at least every POLL_INTERVAL
-            # (a challenge may rewrite its DOM without any navigation).
-            await page.wait_for_change(min(POLL_INTERVAL, max(0.0, deadline - now)))
+                if verdict in ("interactive", "login_required") and not self.headful:
+                    raise _needs_headful(recipe, "interactive" if verdict == "interactive" else "login")
+                now = loop.time()
+                if now >= deadline:
+                    if verdict == "unavailable":
+                        raise BlockedError(
+                            f"{recipe.start_url} kept answering HTTP {state.status} for {timeout:g} s; try again later",
+                            provider=recipe.name,
+                            url=recipe.start_url,
+                            status=state.status,
+                        )
+                    raise ChallengeDeadline
+                if verdict == "unavailable" and now - last_reload >= RELOAD_INTERVAL:
+                    last_reload = now
+                    await _within(page.goto(recipe.start_url), deadline, recipe)
+                # Look again as soon as the page navigates or finishes parsing, and at least every POLL_INTERVAL
+                # (a challenge may rewrite its DOM without any navigation).
+                await page.wait_for_change(min(POLL_INTERVAL, max(0.0, deadline - now)))
+        except ChallengeDeadline as exc:
+            exc.verdict = verdict  # what the page showed last, for the message
+            raise
 
     async def _snapshot(self, page: Page, process: BrowserProcess, recipe: Recipe, deadline: float) -> PageState:
         try:
@@ -321,19 +328,33 @@ class Harvester:
             return PageState(ready_state="loading")
 
     async def _read_session(
-        self, page: Page, process: BrowserProcess, recipe: Recipe, deadline: float, timeout: float
+        self,
+        page: Page,
+        process: BrowserProcess,
+        recipe: Recipe,
+        deadline: float,
+        timeout: float,
+        step: StepCallback,
     ) -> str:
         loop = asyncio.get_running_loop()
-        path = recipe.session_path or "/"
+        origin, path = browser_origin(recipe.origin), recipe.session_path or "/"
+        script = _SESSION_JS % {"origin": _js_string(origin), "path": _js_string(path)}
+        announced = False
         while True:
             try:
-                answer = await _within(page.evaluate(_SESSION_JS % _js_string(path)), deadline, recipe)
-            except (ChallengeDeadline, HarvestError):
+                answer = await _within(page.evaluate(script), deadline, recipe)
+            except ChallengeDeadline:
+                raise _login_timeout(recipe, timeout) from None
+            except HarvestError:
                 raise
             except Exception:
                 if not process.alive:
                     raise
                 answer = None  # the person navigated mid-fetch (headful); ask again
+            if isinstance(answer, dict) and "elsewhere" in answer:
+                if not self.headful:
+                    raise _needs_headful(recipe, "login")  # the site sent us off to sign in somewhere else
+                answer = None  # the person is signing in on another site; wait until they are back
             if isinstance(answer, dict):
                 status = answer.get("status")
                 key = parse_session(answer.get("json"))
@@ -348,28 +369,66 @@ class Harvester:
                     )
                 if not self.headful:
                     raise _needs_headful(recipe, "login")
-            if loop.time() >= deadline:
-                raise ChallengeTimeout(
-                    f"no signed-in session at {recipe.session_url} within {timeout:g} s; sign in in the browser window",
-                    provider=recipe.name,
-                    url=recipe.session_url,
-                    timeout=timeout,
-                )
-            await asyncio.sleep(1.0)
+            if not announced:
+                step("waiting for a person (login)")
+                announced = True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _login_timeout(recipe, timeout)
+            await asyncio.sleep(min(SESSION_POLL_INTERVAL, remaining))
 
 
 class ChallengeDeadline(Exception):
     """Internal: the harvest deadline passed inside a wait (turned into ChallengeTimeout with context)."""
 
+    verdict: str | None = None  # what the page showed last, when the wait was for the page to clear
+
 
 def _needs_headful(recipe: Recipe, reason: str) -> NeedsHeadfulError:
     what = "an interactive challenge" if reason == "interactive" else "a login"
     return NeedsHeadfulError(
-        f"{recipe.start_url} needs {what} that only a person can do; "
-        f"run once with `harvest --provider {recipe.name} --headful`",
+        f"{recipe.start_url} needs {what} that only a person can do; run once with `{_headful_command(recipe)}`",
         provider=recipe.name,
         url=recipe.start_url,
         reason=reason,
+    )
+
+
+def _deadline_message(recipe: Recipe, timeout: float, verdict: str | None, *, headful: bool) -> str:
+    """What to tell a person whose page had not cleared by the deadline (pure)."""
+    if verdict in ("interactive", "login_required"):
+        # Only reachable with --headful: a headless harvest stops at the first such page.
+        what = "interactive challenge" if verdict == "interactive" else "login"
+        return (
+            f"nobody completed the {what} at {recipe.start_url} in the browser window within {timeout:g} s; "
+            "run again and complete it there (a longer --timeout gives more time)"
+        )
+    message = f"the challenge at {recipe.start_url} did not clear within {timeout:g} s; retry with a longer --timeout"
+    if not headful:
+        message += f", or run once with `{_headful_command(recipe)}` to see the page"
+    return message
+
+
+def _browser_died(process: BrowserProcess, recipe: Recipe) -> BrowserError:
+    return BrowserError(
+        f"{process.describe_exit()} while harvesting {recipe.name}; retry, and check that Chromium runs",
+        provider=recipe.name,
+        url=recipe.start_url,
+    )
+
+
+def _headful_command(recipe: Recipe) -> str:
+    return f"harvest --provider {recipe.name} --headful"
+
+
+def _login_timeout(recipe: Recipe, timeout: float) -> ChallengeTimeout:
+    # Only a person can sign in (a headless harvest stops at the first empty session), so this is headful.
+    return ChallengeTimeout(
+        f"no signed-in session at {recipe.session_url} within {timeout:g} s; run again and sign in in the "
+        "browser window before the deadline",
+        provider=recipe.name,
+        url=recipe.session_url,
+        timeout=timeout,
     )
 
 
@@ -463,7 +522,8 @@ async def harvest(
         if cache is None:
             cache = await asyncio.to_thread(AuthCache.open)
         # The lock waits while another process harvests: give it that harvest's whole budget and then some.
-        lock_timeout = max(timeout, HEADFUL_TIMEOUT if headful else 0.0) * 2 + 30.0
+        # A harvester passed in decides whether this harvest is headful, whatever `headful` says.
+        lock_timeout = max(timeout, HEADFUL_TIMEOUT if harvester.headful else 0.0) * 2 + 30.0
         on_step_ = on_step or _no_step
         async with _process_lock(recipe.name):
             on_step_("waiting for other harvests of " + recipe.name)

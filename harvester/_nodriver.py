@@ -10,7 +10,7 @@ from typing import Any
 
 from cache import Cookie
 
-from ._browser import BrowserProcess
+from ._browser import TAB_CLOSED, BrowserProcess
 from ._driver import WAKE_EVENTS, cookie_from_cdp
 from ._exceptions import BrowserError
 from ._identity import Identity
@@ -38,14 +38,27 @@ class NodriverPage:
         pages[session_id] = self
         self._changed = asyncio.Event()
         self._closed = False
+        self._detached = False
 
     async def _send(self, method: str, **params: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await self._browser.send(_cmd(method, **params), sessionId=self._session_id)
+        if self._detached:
+            raise BrowserError(TAB_CLOSED)
+        try:
+            result: dict[str, Any] = await self._browser.send(_cmd(method, **params), sessionId=self._session_id)
+        except Exception as exc:
+            if self._detached:
+                raise BrowserError(TAB_CLOSED) from exc
+            raise
         return result
 
     def _on_event(self, method: str) -> None:
         if method in WAKE_EVENTS:
             self._changed.set()
+
+    def _on_detached(self) -> None:
+        # Our session ended without our closing the page: the tab (or its window) was closed.
+        self._detached = True
+        self._changed.set()
 
     async def goto(self, url: str) -> None:
         result = await self._send("Page.navigate", url=url)
@@ -118,6 +131,10 @@ class NodriverDriver:
             if page is not None:
                 page._on_event(str(message.get("method", "")))
                 return
+            if message.get("method") == "Target.detachedFromTarget":
+                detached = self._pages.get((message.get("params") or {}).get("sessionId") or "")
+                if detached is not None:
+                    detached._on_detached()
             await forward(message, tx_id)
 
         browser.process_event = process_event

@@ -10,8 +10,9 @@ from typing import Any
 
 from cache import Cookie
 
-from ._browser import BrowserProcess
+from ._browser import TAB_CLOSED, BrowserProcess
 from ._driver import cookie_from_cdp
+from ._exceptions import BrowserError
 from ._identity import Identity
 
 
@@ -31,10 +32,22 @@ class PlaywrightPage:
 
     async def goto(self, url: str) -> None:
         # "commit": return once the response starts; the harvester polls the page itself from there.
-        await self._page.goto(url, wait_until="commit")
+        with self._tab_closed():
+            await self._page.goto(url, wait_until="commit")
 
     async def evaluate(self, expression: str) -> Any:
-        return await self._page.evaluate(expression)
+        with self._tab_closed():
+            return await self._page.evaluate(expression)
+
+    @contextlib.contextmanager
+    def _tab_closed(self) -> Iterator[None]:
+        """Say so when the call failed because the tab is gone (the person closed the window, --headful)."""
+        try:
+            yield
+        except Exception as exc:
+            if not self._closed and self._page.is_closed() and self._context.browser.is_connected():
+                raise BrowserError(TAB_CLOSED) from exc
+            raise
 
     async def wait_for_change(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -104,6 +104,28 @@ def normalize_origin(value: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "", "", "")).rstrip("/")
 
 
+def browser_origin(origin: str) -> str:
+    """An origin as a browser's ``location.origin`` spells it: lower-case, without the scheme's default port.
+
+    ``HTTPS://Example.com:443`` -> ``https://example.com``; ``http://127.0.0.1:8080`` is unchanged.
+    """
+    parts = urlsplit(origin)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def env_base_url(provider: str, environ: Mapping[str, str] | None = None) -> str | None:
     """``$HARVEST_<PROVIDER>_BASE_URL`` for ``provider`` (``-`` and ``.`` become ``_``), if set."""
     env = os.environ if environ is None else environ

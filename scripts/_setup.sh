@@ -45,15 +45,31 @@ find_browser() {
   return 1
 }
 
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! find_browser >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if can_apt; then
     echo "==> installing Chromium from the OS packages (apt-get install chromium)" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt_install chromium
   else
     echo "No Chrome or Chromium found. Install the OS package, e.g. 'sudo apt-get install chromium'" >&2
     echo "(Debian) or 'sudo apt-get install chromium-browser' (Ubuntu), or set HARVEST_BROWSER." >&2
     exit 1
+  fi
+fi
+
+# The --headful tests show the browser on a virtual X server; only they need it, so its absence is no error here.
+if ! command -v Xvfb >/dev/null 2>&1; then
+  if can_apt; then
+    echo "==> installing Xvfb from the OS packages (apt-get install xvfb), for the --headful tests" >&2
+    apt_install xvfb
+  else
+    echo "No Xvfb found: the --headful tests will fail. Install it, e.g. 'sudo apt-get install xvfb'." >&2
   fi
 fi
 export PATH="$PWD/.venv/bin:$PATH"

@@ -12,7 +12,7 @@ Running it
 - Pytest (``tests/emulator/fixtures.py``): ``emulator`` is a fresh ``EmulatorThread`` per test;
   ``emulator_factory(**knobs)`` starts more, with start-up knobs (``reset`` returns to those).
   All of them offer ``.url``, ``.configure(**knobs)``, ``.revoke()``, ``.reset()``, ``.stats`` (a dict
-  snapshot) and ``.config`` (the live ``EmulatorConfig``).
+  snapshot), ``.sizes`` (entries per store of issued secrets) and ``.config`` (the live ``EmulatorConfig``).
 
 The challenge
 =============
@@ -38,11 +38,25 @@ Every page and API route needs a valid ``cf_clearance`` cookie unless ``require_
       Cloudflare to restrict access</title>`` with ``<div id="cf-error-details">``, "Access denied", "Error 1020".
     * ``interactive``: the challenge also shows ``<div class="cf-turnstile" id="cf-turnstile">`` with
       ``<input type="checkbox" id="cf-turnstile-checkbox">``; it never auto-posts, only a trusted click
-      (``event.isTrusted``: a human, or CDP ``Input.dispatchMouseEvent``; not ``element.click()``) posts.
+      (``event.isTrusted``: a human, or CDP ``Input.dispatchMouseEvent``; not ``element.click()``) posts, or
+      a person completing it out of band (``POST /__emulator__/person/solve``, below).
     * ``login-required``: clears normally, but ``GET /api/auth/session`` answers ``{}`` until the request has an
       ``authjs.session-token`` cookie from ``POST /login`` (form fields ``username``, ``password``; any
       non-empty username; answers 302 to ``/`` with the HttpOnly cookie). ``GET /login`` serves the form
-      (``#username``, ``#password``, ``#login-submit``).
+      (``#username``, ``#password``, ``#login-submit``). Until someone signs in, ``/`` and ``/login`` wait for a
+      person (``POST /__emulator__/person/sign-in``, below).
+
+Playing the person (test-only)
+==============================
+Nothing clicks the widget or types into the form: a test says a person acted, and the page finishes itself.
+Pages poll every 200 ms (``stats["person_polls"]`` counts the polls, so "the window is up" is observable).
+
+- ``POST /__emulator__/person/solve`` -> ``{"solved": N}``: a person completes every interactive challenge page
+  open now (a page served later needs another solve). The page then posts its answer as after a trusted click.
+- ``POST /__emulator__/person/sign-in`` with ``{"username": "ada"}`` (default ``"person"``; 400 if empty): the
+  waiting app page goes to a stand-in identity provider on another origin (``http://localhost:PORT/
+  __emulator__/person/idp?next=...``, ungated; it waits 1.5 s), which returns to ``/login``; that page fills
+  and submits the form. The signal is used up once that username logs in.
 
 Providers (one origin, real paths)
 ==================================
@@ -81,6 +95,9 @@ unknown knob; answers the new config; ``GET`` reads it). ``POST /__emulator__/re
 knobs and clears faults, secrets and stats; ``POST /__emulator__/revoke`` drops all clearances and API keys;
 ``GET /__emulator__/stats``. Control routes are never gated.
 
+Issued secrets (nonces, clearances, API keys, logins, image ids) are bounded: expired nonces and clearances are
+dropped as new ones are issued, and each store keeps at most ``_state.MAX_ENTRIES`` (10,000), oldest first out.
+
 "API requests" are the provider routes above except ``/api/auth/session`` (that one is the harvester's, so API
 faults and ``challenge_api`` leave it alone) and ``/static/img``.
 
@@ -99,7 +116,7 @@ faults and ``challenge_api`` leave it alone) and ``/static/img``.
 
 Stats: ``clearances_issued`` (successful answers, i.e. browser runs), ``challenge_pages``, ``blocked_pages``,
 ``api_requests`` ({path: count}, every request reaching an API route, gated or not), ``api_requests_total``,
-``session_requests``, ``api_keys_issued``, ``logins``, ``faults_injected``, ``last_user_agent`` and
+``session_requests``, ``api_keys_issued``, ``logins``, ``faults_injected``, ``person_polls``, ``last_user_agent`` and
 ``last_headers`` (lower-case names) of the last API request, ``clearance_user_agent`` (UA of the last answer).
 """
 

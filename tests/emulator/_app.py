@@ -40,6 +40,12 @@ def create_app(state: State) -> web.Application:
     r.add_post("/__emulator__/reset", _reset)
     r.add_post("/__emulator__/revoke", _revoke)
     r.add_get("/__emulator__/stats", _stats)
+    # Test-only: a test plays the person at a visible browser (see `_challenge`); pages poll the GETs.
+    r.add_post("/__emulator__/person/solve", _person_solve)
+    r.add_get("/__emulator__/person/solve", _person_solved)
+    r.add_post("/__emulator__/person/sign-in", _person_sign_in)
+    r.add_get("/__emulator__/person/sign-in", _person_signing_in)
+    r.add_get("/__emulator__/person/idp", _person_idp)
     r.add_get("/favicon.ico", _favicon)
     r.add_get(r"/static/img/{image_id:[0-9a-f]+}.png", _static_image)
     r.add_post("/cdn-cgi/challenge-platform/answer", _answer)
@@ -86,7 +92,8 @@ def has_clearance(request: web.Request, state: State) -> bool:
 def _challenge(request: web.Request, state: State, cfg: EmulatorConfig) -> web.Response:
     """The 403 JS interstitial with a fresh nonce."""
     ray = _ray()
-    body = pages.challenge_page(state.new_nonce(), ray, cfg.think_ms, interactive=cfg.variant == "interactive")
+    interactive = cfg.variant == "interactive"
+    body = pages.challenge_page(state.new_nonce(interactive=interactive), ray, cfg.think_ms, interactive=interactive)
     return web.Response(
         status=403,
         text=body,
@@ -252,6 +259,37 @@ async def _stats(request: web.Request) -> web.Response:
     return json_response(request.app[STATE_KEY].stats())
 
 
+async def _person_solve(request: web.Request) -> web.Response:
+    return json_response({"solved": request.app[STATE_KEY].person_solve()})
+
+
+async def _person_solved(request: web.Request) -> web.Response:
+    return json_response({"solved": request.app[STATE_KEY].person_solved(request.query.get("nonce", ""))})
+
+
+async def _person_sign_in(request: web.Request) -> web.Response:
+    body = await _json_body(request) if request.can_read_body else {}
+    if isinstance(body, web.Response):
+        return body
+    username = body.get("username", "person")
+    if not isinstance(username, str) or not username.strip():
+        return json_response({"error": {"message": "username must be a non-empty string"}}, status=400)
+    request.app[STATE_KEY].person_sign_in(username.strip())
+    return json_response({"ok": True})
+
+
+async def _person_signing_in(request: web.Request) -> web.Response:
+    return json_response({"username": request.app[STATE_KEY].person_signing_in()})
+
+
+async def _person_idp(request: web.Request) -> web.Response:
+    # Ungated like every control route: it stands for another site (the identity provider).
+    next_url = request.query.get("next", "")
+    if not next_url.startswith(("http://", "https://")):
+        return json_response({"error": {"message": "next must be an http(s) URL"}}, status=400)
+    return web.Response(text=pages.idp_page(next_url), content_type="text/html")
+
+
 async def _favicon(request: web.Request) -> web.Response:
     # Browsers ask for it on every load; answering 204 ungated keeps challenge counters meaningful.
     return web.Response(status=204)
@@ -293,14 +331,23 @@ async def _answer(request: web.Request) -> web.Response:
     return response
 
 
+def _awaits_sign_in(request: web.Request) -> bool:
+    """Whether this page should wait for a person to sign in (login-required, nobody signed in yet)."""
+    state = request.app[STATE_KEY]
+    return state.config.variant == "login-required" and (
+        state.login_user(request.cookies.get("authjs.session-token")) is None
+    )
+
+
 async def _app_page(request: web.Request) -> web.Response:
-    response = web.Response(text=pages.app_page(request.path), content_type="text/html")
+    body = pages.app_page(request.path, awaits_sign_in=_awaits_sign_in(request))
+    response = web.Response(text=body, content_type="text/html")
     response.set_cookie("__cf_bm", secrets.token_urlsafe(32), max_age=1800, path="/")
     return response
 
 
 async def _login_form(request: web.Request) -> web.Response:
-    return web.Response(text=pages.login_page(), content_type="text/html")
+    return web.Response(text=pages.login_page(awaits_sign_in=_awaits_sign_in(request)), content_type="text/html")
 
 
 async def _login_submit(request: web.Request) -> web.Response:

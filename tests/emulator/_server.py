@@ -57,6 +57,11 @@ class _Controls:
         """Restore the start-up knobs and clear faults, secrets and stats."""
         self.state.reset()
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """How many entries each store of issued secrets holds (nonces, clearances, keys, logins, images)."""
+        return self.state.sizes()
+
 
 class Emulator(_Controls):
     """The provider emulator on the current event loop: `async with Emulator(config) as emu: emu.url`."""

@@ -2,6 +2,10 @@
 
 The state is touched from the server's event loop and, through the pytest fixture, from the test thread, so
 every access goes through one `threading.Lock`. Nothing here does I/O.
+
+Every store of issued secrets is bounded: expired nonces and clearances are dropped whenever a new one is
+issued, and each store keeps at most `MAX_ENTRIES` entries (the oldest go first), so a soak that harvests for
+hours does not grow the emulator's memory.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ VARIANTS: tuple[str, ...] = get_args(Variant)
 
 # Nonces handed out in challenge pages stay answerable this long; a browser that sits longer reloads anyway.
 _NONCE_TTL = 600.0
+# The most entries any store of issued secrets keeps (the oldest are forgotten first). Far above what a test
+# issues, so only a long soak ever reaches it; read at call time, so a test can lower it.
+MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,15 @@ class _Clearance:
 
 
 @dataclass
+class _Nonce:
+    """One challenge page's nonce: until when it is answerable, and whether a person completed its widget."""
+
+    expires: float
+    interactive: bool = False
+    solved_by_person: bool = False
+
+
+@dataclass
 class State:
     """The live knobs, issued secrets and counters of one emulator."""
 
@@ -110,11 +126,13 @@ class State:
     config: EmulatorConfig = field(init=False)
     # Protects every field below: routes run on the loop thread, the fixture calls in from the test thread.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _nonces: dict[str, float] = field(default_factory=dict, repr=False)
+    _nonces: dict[str, _Nonce] = field(default_factory=dict, repr=False)
     _clearances: dict[str, _Clearance] = field(default_factory=dict, repr=False)
-    _api_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    _api_keys: dict[str, str] = field(default_factory=dict, repr=False)  # holder -> key, oldest first
+    _issued_keys: set[str] = field(default_factory=set, repr=False)  # the same keys, for O(1) checks
     _logins: dict[str, str] = field(default_factory=dict, repr=False)
-    _images: set[str] = field(default_factory=set, repr=False)
+    _images: dict[str, None] = field(default_factory=dict, repr=False)  # an insertion-ordered set
+    _person_username: str | None = field(default=None, repr=False)
     _stats: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -136,8 +154,10 @@ class State:
             self._nonces.clear()
             self._clearances.clear()
             self._api_keys.clear()
+            self._issued_keys.clear()
             self._logins.clear()
             self._images.clear()
+            self._person_username = None
             self._stats = _fresh_stats()
 
     def revoke(self) -> None:
@@ -145,6 +165,18 @@ class State:
         with self._lock:
             self._clearances.clear()
             self._api_keys.clear()
+            self._issued_keys.clear()
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each store of issued secrets holds (to check that a long run stays bounded)."""
+        with self._lock:
+            return {
+                "nonces": len(self._nonces),
+                "clearances": len(self._clearances),
+                "api_keys": len(self._api_keys),
+                "logins": len(self._logins),
+                "images": len(self._images),
+            }
 
     def take_fault(self) -> tuple[Literal["fail", "rate_limit"], EmulatorConfig] | None:
         """Consume one pending `fail_next` or `rate_limit_next`, if any, and say which."""
@@ -162,28 +194,64 @@ class State:
 
     # -- challenge -----------------------------------------------------------------------------------------
 
-    def new_nonce(self) -> str:
+    def new_nonce(self, *, interactive: bool = False) -> str:
         """Issue a nonce for one challenge page, dropping ones nobody answered in time."""
         nonce = secrets.token_hex(16)
         now = time.monotonic()
         with self._lock:
-            for old in [n for n, exp in self._nonces.items() if exp < now]:
+            for old in [n for n, entry in self._nonces.items() if entry.expires < now]:
                 del self._nonces[old]
-            self._nonces[nonce] = now + _NONCE_TTL
+            self._nonces[nonce] = _Nonce(now + _NONCE_TTL, interactive=interactive)
+            _trim(self._nonces)
             self._stats["challenge_pages"] += 1
         return nonce
 
     def take_nonce(self, nonce: str) -> bool:
         """Consume a nonce; False if it was never issued, already used or too old."""
         with self._lock:
-            expires = self._nonces.pop(nonce, None)
-        return expires is not None and expires >= time.monotonic()
+            entry = self._nonces.pop(nonce, None)
+        return entry is not None and entry.expires >= time.monotonic()
+
+    def person_solve(self) -> int:
+        """A person completes the widget of every interactive challenge page now open; returns how many.
+
+        Test-only: it stands in for the human who ticks the box in a visible browser. The page learns of it
+        through :meth:`person_solved` and then posts its answer as after a real click.
+        """
+        now = time.monotonic()
+        with self._lock:
+            pending = [e for e in self._nonces.values() if e.interactive and e.expires >= now]
+            for entry in pending:
+                entry.solved_by_person = True
+            return len(pending)
+
+    def person_solved(self, nonce: str) -> bool:
+        """Whether a person completed this challenge page's widget (the page polls this)."""
+        with self._lock:
+            self._stats["person_polls"] += 1
+            entry = self._nonces.get(nonce)
+            return entry is not None and entry.solved_by_person
+
+    def person_sign_in(self, username: str) -> None:
+        """A person will sign in as `username` in the next page that waits for one (test-only, like above)."""
+        with self._lock:
+            self._person_username = username
+
+    def person_signing_in(self) -> str | None:
+        """The username a person is about to sign in with, or None (login pages poll this)."""
+        with self._lock:
+            self._stats["person_polls"] += 1
+            return self._person_username
 
     def issue_clearance(self, user_agent: str) -> str:
-        """Mint a 43-character `cf_clearance` bound to `user_agent`."""
+        """Mint a 43-character `cf_clearance` bound to `user_agent`, dropping expired ones."""
         token = secrets.token_urlsafe(32)
+        now = time.monotonic()
         with self._lock:
-            self._clearances[token] = _Clearance(user_agent, time.monotonic() + self.config.clearance_ttl)
+            for old in [t for t, found in self._clearances.items() if found.expires < now]:
+                del self._clearances[old]
+            self._clearances[token] = _Clearance(user_agent, now + self.config.clearance_ttl)
+            _trim(self._clearances)
             self._stats["clearances_issued"] += 1
             self._stats["clearance_user_agent"] = user_agent
         return token
@@ -208,6 +276,9 @@ class State:
             key = self._api_keys.get(holder)
             if key is None:
                 key = self._api_keys[holder] = "csk-" + secrets.token_hex(24)
+                self._issued_keys.add(key)
+                for _, dropped in _trim(self._api_keys):
+                    self._issued_keys.discard(dropped)
                 self._stats["api_keys_issued"] += 1
             return key
 
@@ -219,13 +290,16 @@ class State:
     def api_key_valid(self, key: str) -> bool:
         """True if `key` was issued and not revoked."""
         with self._lock:
-            return key in self._api_keys.values()
+            return key in self._issued_keys
 
     def login(self, username: str) -> str:
         """Open a login session and return its `authjs.session-token`."""
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._logins[token] = username
+            _trim(self._logins)
+            if username == self._person_username:
+                self._person_username = None  # that person has signed in; later pages wait for another
             self._stats["logins"] += 1
         return token
 
@@ -240,7 +314,8 @@ class State:
         """Register a generated image id so `GET /static/img/{id}.png` serves it."""
         image_id = secrets.token_hex(8)
         with self._lock:
-            self._images.add(image_id)
+            self._images[image_id] = None
+            _trim(self._images)
         return image_id
 
     def has_image(self, image_id: str) -> bool:
@@ -275,6 +350,15 @@ class State:
             return snap
 
 
+def _trim(store: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Forget the oldest entries of `store` beyond `MAX_ENTRIES`; return what was dropped."""
+    dropped = []
+    while len(store) > MAX_ENTRIES:
+        oldest = next(iter(store))
+        dropped.append((oldest, store.pop(oldest)))
+    return dropped
+
+
 def _fresh_stats() -> dict[str, Any]:
     """All counters at zero."""
     return {
@@ -287,6 +371,7 @@ def _fresh_stats() -> dict[str, Any]:
         "api_keys_issued": 0,
         "logins": 0,
         "faults_injected": 0,
+        "person_polls": 0,
         "last_user_agent": None,
         "last_headers": None,
         "clearance_user_agent": None,
