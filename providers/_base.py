@@ -300,15 +300,24 @@ class Provider:
         temperature: float | None,
         extra_body: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": stream}
+        """The request JSON: the provider's fields (``_chat_fields``), then ``extra_body`` merged over them."""
+        body = cls._chat_fields(model, list(messages), stream, max_tokens, temperature)
+        if extra_body:
+            body.update(extra_body)
+        return body
+
+    @classmethod
+    def _chat_fields(
+        cls, model: str, messages: list[Any], stream: bool, max_tokens: int | None, temperature: float | None
+    ) -> dict[str, Any]:
+        """The provider's own request fields (the OpenAI ones here; the web apps' payloads in subclasses)."""
+        body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
         if stream:
             body["stream_options"] = {"include_usage": True}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
-        if extra_body:
-            body.update(extra_body)
         return body
 
     @classmethod

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ._base import Decoder, Provider
 from ._decode import DataStreamItemDecoder, collapse
-from ._types import Chunk, Messages
+from ._types import Chunk
 
 
 class _Collapsed:
@@ -52,18 +51,12 @@ class Cloudflare(Provider):
     }
 
     @classmethod
-    def _chat_body(
-        cls,
-        model: str,
-        messages: Messages,
-        stream: bool,
-        max_tokens: int | None,
-        temperature: float | None,
-        extra_body: Mapping[str, Any] | None,
+    def _chat_fields(
+        cls, model: str, messages: list[Any], stream: bool, max_tokens: int | None, temperature: float | None
     ) -> dict[str, Any]:
         # The playground always streams; stream=False is handled by collecting (see `_decoder`).
         body: dict[str, Any] = {
-            "messages": list(messages),
+            "messages": messages,
             "lora": None,
             "model": model,
             "max_tokens": max_tokens or 2048,
@@ -73,8 +66,6 @@ class Cloudflare(Provider):
         }
         if temperature is not None:
             body["temperature"] = temperature
-        if extra_body:
-            body.update(extra_body)
         return body
 
     @classmethod

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ._base import Provider
-from ._types import Messages
 
 
 class FreeNetfly(Provider):
@@ -20,17 +18,11 @@ class FreeNetfly(Provider):
     models: ClassVar[list[str]] = ["gpt-3.5-turbo", "gpt-4"]
 
     @classmethod
-    def _chat_body(
-        cls,
-        model: str,
-        messages: Messages,
-        stream: bool,
-        max_tokens: int | None,
-        temperature: float | None,
-        extra_body: Mapping[str, Any] | None,
+    def _chat_fields(
+        cls, model: str, messages: list[Any], stream: bool, max_tokens: int | None, temperature: float | None
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "messages": list(messages),
+            "messages": messages,
             "model": model,
             "stream": stream,
             "temperature": 0.5 if temperature is None else temperature,
@@ -40,6 +32,4 @@ class FreeNetfly(Provider):
         }
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        if extra_body:
-            body.update(extra_body)
         return body
