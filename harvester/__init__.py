@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ConfigError,
         HarvestError,
         NeedsHeadfulError,
+        ProxyAuthError,
         UnknownProviderError,
     )
     from ._harvest import Harvester, harvest
@@ -41,6 +42,7 @@ _EXPORTS = {
     "NeedsHeadfulError": "_exceptions",
     "PageState": "_classify",
     "ProviderConfig": "_config",
+    "ProxyAuthError": "_exceptions",
     "Recipe": "_recipes",
     "UnknownProviderError": "_exceptions",
     "Verdict": "_classify",
@@ -64,6 +66,7 @@ __all__ = [
     "NeedsHeadfulError",
     "PageState",
     "ProviderConfig",
+    "ProxyAuthError",
     "Recipe",
     "UnknownProviderError",
     "Verdict",

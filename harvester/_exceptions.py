@@ -7,6 +7,7 @@ Every error has one root, so a caller (the CLI, the daemon, a provider client) c
     ├── BlockedError            the site answered "Access denied" (or kept failing with 5xx)
     ├── BrowserError            Chromium is missing, crashed, or unreachable over CDP
     ├── NeedsHeadfulError       an interactive challenge or a login: a person must act once
+    ├── ProxyAuthError          the proxy refused the browser's credentials, or wants some (HTTP 407)
     ├── UnknownProviderError    no recipe by that name
     └── ConfigError             the config file is malformed (names the key and the line)
 
@@ -58,6 +59,16 @@ class NeedsHeadfulError(HarvestError):
     ) -> None:
         super().__init__(message, provider=provider, url=url)
         self.reason = reason
+
+
+class ProxyAuthError(HarvestError):
+    """The proxy answered 407: the credentials in the proxy URL are wrong, or it wants some and got none."""
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, url: str | None = None, proxy: str | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, url=url)
+        self.proxy = proxy  # the proxy's address, without credentials
 
 
 class UnknownProviderError(HarvestError):

@@ -20,6 +20,7 @@ from ._config import Config, load_config
 from ._driver import Driver, Page, make_driver, snapshot, translate_error
 from ._exceptions import BlockedError, BrowserError, ChallengeTimeout, HarvestError, NeedsHeadfulError
 from ._identity import Identity, build_identity, impersonate_target
+from ._proxy import parse_proxy
 from ._recipes import Recipe, browser_origin, parse_session, resolve_recipe
 
 T = TypeVar("T")
@@ -137,7 +138,8 @@ class Harvester:
         """Harvest one provider (or ``url``) and return its record.
 
         Raises:
-            UnknownProviderError, ChallengeTimeout, BlockedError, NeedsHeadfulError, BrowserError.
+            UnknownProviderError, ChallengeTimeout, BlockedError, NeedsHeadfulError, ProxyAuthError, BrowserError.
+            ValueError: a proxy URL Chromium cannot use (credentials for a SOCKS proxy).
             RuntimeError: the harvester is closed.
         """
         if self._closed:
@@ -145,6 +147,8 @@ class Harvester:
         if recipe is None:
             recipe = self.resolve(provider, url=url, name=name, base_url=base_url)
         proxy = proxy or self.config.provider(recipe.name).proxy
+        if proxy:
+            parse_proxy(proxy)  # a proxy Chromium cannot use fails here (ValueError), before a browser starts
         step = on_step or _no_step
         async with self._slots:
             self._in_flight += 1

@@ -12,8 +12,9 @@ from cache import Cookie
 
 from ._browser import TAB_CLOSED, BrowserProcess
 from ._driver import WAKE_EVENTS, cookie_from_cdp
-from ._exceptions import BrowserError
+from ._exceptions import BrowserError, ProxyAuthError
 from ._identity import Identity
+from ._proxy import LOOPBACK_BYPASS, ProxySettings, is_proxy_refusal, parse_proxy, proxy_refused
 
 
 def _cmd(method: str, **params: Any) -> Generator[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -29,7 +30,14 @@ class NodriverPage:
     per tab and asks for the target's info) saves a connection set-up per harvest.
     """
 
-    def __init__(self, browser: Any, context_id: str, session_id: str, pages: dict[str, NodriverPage]) -> None:
+    def __init__(
+        self,
+        browser: Any,
+        context_id: str,
+        session_id: str,
+        pages: dict[str, NodriverPage],
+        proxy: ProxySettings | None = None,
+    ) -> None:
         self._browser = browser
         self._context_id = context_id
         self._session_id = session_id
@@ -39,8 +47,17 @@ class NodriverPage:
         self._changed = asyncio.Event()
         self._closed = False
         self._detached = False
+        self._proxy = proxy
+        # Set once the proxy turned the browser away (407); every later call raises it.
+        self._refused: ProxyAuthError | None = None
+        # Requests whose proxy challenge we answered: a second challenge means the credentials were wrong.
+        self._challenged: set[str] = set()
+        # Strong references to the answers sent from event handlers, so none is collected mid-flight.
+        self._replies: set[asyncio.Task[None]] = set()
 
     async def _send(self, method: str, **params: Any) -> dict[str, Any]:
+        if self._refused is not None:
+            raise self._refused
         if self._detached:
             raise BrowserError(TAB_CLOSED)
         try:
@@ -51,9 +68,50 @@ class NodriverPage:
             raise
         return result
 
-    def _on_event(self, method: str) -> None:
+    def _on_event(self, method: str, params: dict[str, Any]) -> None:
         if method in WAKE_EVENTS:
             self._changed.set()
+        elif method == "Fetch.requestPaused":
+            # Fetch is on only to answer the proxy's challenge, and it pauses every request: let each go on.
+            self._reply("Fetch.continueRequest", requestId=params.get("requestId"))
+        elif method == "Fetch.authRequired":
+            self._on_auth_required(params)
+        elif self._proxy is not None and _refused_by_proxy(method, params):
+            self._refuse()
+
+    def _on_auth_required(self, params: dict[str, Any]) -> None:
+        request_id = str(params.get("requestId") or "")
+        proxy = self._proxy
+        if (params.get("authChallenge") or {}).get("source") != "Proxy" or proxy is None:
+            # A site's own HTTP auth: what Chromium does without us (a dialog with --headful, else cancel).
+            answer: dict[str, Any] = {"response": "Default"}
+        elif request_id in self._challenged:
+            # Challenged again after our answer: the proxy refused the credentials. Answering again would
+            # only loop, so cancel (the request then fails) and end the harvest with a clear error.
+            answer = {"response": "CancelAuth"}
+            self._refuse()
+        else:
+            self._challenged.add(request_id)
+            answer = {"response": "ProvideCredentials", "username": proxy.username, "password": proxy.password}
+        self._reply("Fetch.continueWithAuth", requestId=request_id, authChallengeResponse=answer)
+
+    def _refuse(self) -> None:
+        if self._refused is None and self._proxy is not None:
+            self._refused = proxy_refused(self._proxy)
+        self._changed.set()
+
+    def _reply(self, method: str, **params: Any) -> None:
+        """Send a command from an event handler without waiting: the handler runs inside nodriver's reader
+        loop, which must keep reading to receive the answer."""
+
+        async def send() -> None:
+            # The request may be gone by now (the page navigated away or closed): nothing to answer then.
+            with contextlib.suppress(Exception):
+                await self._browser.send(_cmd(method, **params), sessionId=self._session_id)
+
+        task = asyncio.ensure_future(send())
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
 
     def _on_detached(self) -> None:
         # Our session ended without our closing the page: the tab (or its window) was closed.
@@ -65,6 +123,12 @@ class NodriverPage:
         # ERR_ABORTED only means another navigation took over (the challenge reloading itself); the
         # harvester's polling judges the page that ends up loaded.
         if isinstance(result, dict) and result.get("errorText") not in (None, "", "net::ERR_ABORTED"):
+            if self._proxy is not None and is_proxy_refusal(result["errorText"]):
+                self._refuse()
+            if self._refused is not None:
+                # Whatever the navigation's own error says (a tunnel's 407 is ERR_HTTP_RESPONSE_CODE_FAILURE),
+                # the proxy turning us away is the cause.
+                raise self._refused
             raise BrowserError(f"navigation to {url} failed: {result['errorText']}", url=url)
 
     async def evaluate(self, expression: str) -> Any:
@@ -80,6 +144,8 @@ class NodriverPage:
             async with asyncio.timeout(timeout):
                 await self._changed.wait()
         self._changed.clear()
+        if self._refused is not None:
+            raise self._refused
 
     async def cookies(self) -> list[Cookie]:
         result = await self._browser.send(_cmd("Storage.getCookies", browserContextId=self._context_id))
@@ -90,9 +156,20 @@ class NodriverPage:
             return
         self._closed = True
         self._pages.pop(self._session_id, None)
+        for task in self._replies:
+            task.cancel()
         # Disposing the context closes its tab (and so the session) and drops its cookies.
         with contextlib.suppress(Exception):
             await self._browser.send(_cmd("Target.disposeBrowserContext", browserContextId=self._context_id))
+
+
+def _refused_by_proxy(method: str, params: dict[str, Any]) -> bool:
+    """A request failed for want of proxy credentials, or the browser gave up and shows the proxy's 407."""
+    if method == "Network.loadingFailed":
+        return is_proxy_refusal(params.get("errorText"))
+    if method == "Network.responseReceived":
+        return (params.get("response") or {}).get("status") == 407  # only a proxy answers 407
+    return False
 
 
 class NodriverDriver:
@@ -129,7 +206,7 @@ class NodriverDriver:
         async def process_event(message: dict[str, Any], tx_id: int | None = None) -> None:
             page = self._pages.get(message.get("sessionId") or "")
             if page is not None:
-                page._on_event(str(message.get("method", "")))
+                page._on_event(str(message.get("method", "")), message.get("params") or {})
                 return
             if message.get("method") == "Target.detachedFromTarget":
                 detached = self._pages.get((message.get("params") or {}).get("sessionId") or "")
@@ -145,9 +222,12 @@ class NodriverDriver:
         browser = self._browser
         if browser is None:
             raise RuntimeError("NodriverDriver.new_page() before connect()")
+        settings = parse_proxy(proxy) if proxy else None
         params: dict[str, Any] = {"disposeOnDetach": True}
-        if proxy:
-            params["proxyServer"] = proxy
+        if settings is not None:
+            # The bare address: Chromium refuses a URL with credentials (they are answered below, over Fetch).
+            params["proxyServer"] = settings.server
+            params["proxyBypassList"] = LOOPBACK_BYPASS
         context_id = (await browser.send(_cmd("Target.createBrowserContext", **params)))["browserContextId"]
         session_id = ""
         try:
@@ -157,10 +237,19 @@ class NodriverDriver:
             session_id = (await browser.send(_cmd("Target.attachToTarget", targetId=target_id, flatten=True)))[
                 "sessionId"
             ]
-            page = NodriverPage(browser, context_id, session_id, self._pages)
+            page = NodriverPage(browser, context_id, session_id, self._pages, settings)
             # Set before the first navigation, so the very first request already carries the real identity.
             await page._send("Network.enable")
             await page._send("Network.setUserAgentOverride", **identity.cdp_override())
+            if settings is not None and settings.has_credentials:
+                # Answer the proxy's 407 with the URL's credentials (Fetch.authRequired). Only with credentials:
+                # Fetch pauses every request of the page until we let it go on, a round trip each. Once one
+                # request has authenticated, Chromium sends the credentials unasked for the rest of the context
+                # (its proxy auth cache is per browser context), so frames in other processes (cross-site
+                # iframes: other targets, not seen here) are covered too.
+                await page._send(
+                    "Fetch.enable", handleAuthRequests=True, patterns=[{"urlPattern": "*", "requestStage": "Request"}]
+                )
             # Lifecycle events let the harvester look at the page as soon as it changes instead of polling.
             await page._send("Page.enable")
         except BaseException:

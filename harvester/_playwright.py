@@ -12,22 +12,45 @@ from cache import Cookie
 
 from ._browser import TAB_CLOSED, BrowserProcess
 from ._driver import cookie_from_cdp
-from ._exceptions import BrowserError
+from ._exceptions import BrowserError, ProxyAuthError
 from ._identity import Identity
+from ._proxy import LOOPBACK_BYPASS, ProxySettings, is_proxy_refusal, parse_proxy, proxy_refused
 
 
 class PlaywrightPage:
     """A playwright page in its own ``BrowserContext``."""
 
-    def __init__(self, context: Any, page: Any) -> None:
+    def __init__(self, context: Any, page: Any, proxy: ProxySettings | None = None) -> None:
         self._context = context
         self._page = page
         self._closed = False
         self._changed = asyncio.Event()
+        self._proxy = proxy
+        # Set once the proxy turned the browser away (407); every later call raises it.
+        self._refused: ProxyAuthError | None = None
         for event in ("framenavigated", "domcontentloaded", "load"):
             page.on(event, self._on_change)
+        if proxy is not None:
+            # playwright answers the proxy's challenge once per request and then cancels: wrong credentials
+            # end as the proxy's own 407 answer shown as the response (an http:// URL), or as a failed request
+            # (no credentials at all, or a tunnel to an https:// URL), never as a loop.
+            page.on("response", self._on_response)
+            page.on("requestfailed", self._on_request_failed)
 
     def _on_change(self, *_: object) -> None:
+        self._changed.set()
+
+    def _on_response(self, response: Any) -> None:
+        if response.status == 407:  # only a proxy answers 407, and only when it gave up on our credentials
+            self._refuse()
+
+    def _on_request_failed(self, request: Any) -> None:
+        if is_proxy_refusal(request.failure):
+            self._refuse()
+
+    def _refuse(self) -> None:
+        if self._refused is None and self._proxy is not None:
+            self._refused = proxy_refused(self._proxy)
         self._changed.set()
 
     async def goto(self, url: str) -> None:
@@ -41,10 +64,17 @@ class PlaywrightPage:
 
     @contextlib.contextmanager
     def _tab_closed(self) -> Iterator[None]:
-        """Say so when the call failed because the tab is gone (the person closed the window, --headful)."""
+        """Say so when the call failed because the tab is gone (the person closed the window, --headful), or
+        because the proxy refused us."""
+        if self._refused is not None:
+            raise self._refused
         try:
             yield
         except Exception as exc:
+            if self._proxy is not None and is_proxy_refusal(str(exc)):
+                self._refuse()
+            if self._refused is not None:
+                raise self._refused from exc
             if not self._closed and self._page.is_closed() and self._context.browser.is_connected():
                 raise BrowserError(TAB_CLOSED) from exc
             raise
@@ -54,6 +84,8 @@ class PlaywrightPage:
             async with asyncio.timeout(timeout):
                 await self._changed.wait()
         self._changed.clear()
+        if self._refused is not None:
+            raise self._refused
 
     async def cookies(self) -> list[Cookie]:
         return [cookie_from_cdp(dict(c)) for c in await self._context.cookies()]
@@ -94,11 +126,18 @@ class PlaywrightDriver:
         if self._browser is None:
             raise RuntimeError("PlaywrightDriver.new_page() before connect()")
         options: dict[str, Any] = {"locale": "en-US"}
-        if proxy:
-            options["proxy"] = {"server": proxy}
+        settings = parse_proxy(proxy) if proxy else None
+        if settings is not None:
+            # Chromium refuses credentials in the server URL; playwright answers the proxy's 407 with these
+            # (over Fetch, like our nodriver page). The bypass list is explicit rather than left to playwright's
+            # own default, which a PLAYWRIGHT_* variable can turn off (see _proxy.LOOPBACK_BYPASS).
+            options["proxy"] = {"server": settings.server, "bypass": LOOPBACK_BYPASS}
+            if settings.has_credentials:
+                options["proxy"].update(username=settings.username, password=settings.password)
         context = await self._browser.new_context(**options)
         try:
             page = await context.new_page()
+            wrapped = PlaywrightPage(context, page, settings)
             # playwright's own user_agent option cannot set userAgentMetadata, so client hints would not
             # match; set the full override over this page's CDP session before the first navigation.
             session = await context.new_cdp_session(page)
@@ -108,7 +147,7 @@ class PlaywrightDriver:
             with contextlib.suppress(Exception):
                 await context.close()
             raise
-        return PlaywrightPage(context, page)
+        return wrapped
 
     async def close(self) -> None:
         browser, self._browser = self._browser, None

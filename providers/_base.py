@@ -82,7 +82,7 @@ class Call:
     rebased: str | None
     deadline: float
     idle_timeout: float
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # may carry a password
     cookies: Mapping[str, str] | None = None
     api_key: str | None = field(default=None, repr=False)
     can_heal: bool = True

@@ -79,6 +79,15 @@ def error_for_status(
             url=url,
         )
     message = _error_message(body)
+    if status == 407:
+        return ResponseStatusError(
+            f"{provider}: the proxy refused the credentials (407) for {url}; check the user and password in the "
+            "proxy URL (the record's, or --proxy)",
+            status=status,
+            body=message,
+            provider=provider,
+            url=url,
+        )
     if status == 429:
         retry_after = parse_retry_after(headers.get("retry-after"))
         return RateLimitError(

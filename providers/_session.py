@@ -43,7 +43,7 @@ class Identity:
     headers: list[tuple[str, str]]
     cookies: dict[str, str] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # may carry a password
     impersonate: str | None = DEFAULT_IMPERSONATE
 
     def header_lines(self) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from curl_cffi import Curl, CurlError, CurlOpt
@@ -121,7 +121,7 @@ class Request:
     url: str
     headers: Sequence[tuple[str, str]] = ()
     body: bytes | None = None
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # may carry a password
     impersonate: str | None = None
     #: Seconds without a byte (connect included) before ``ProviderTimeout``. Not curl's low-speed check, which
     #: averages over several seconds and so never fires for a stream that sent a burst and then went quiet.
@@ -184,6 +184,9 @@ class _Handle:
             _setopt(handle, CurlOpt.HTTP_VERSION, _long(CurlHttpVersion.V2TLS))
         if request.proxy:
             _setopt(handle, CurlOpt.PROXY, request.proxy.encode())
+            # The proxy the record was harvested through is the one to use for every host: without this,
+            # libcurl would still honour $no_proxy and send some hosts directly, from another IP.
+            _setopt(handle, CurlOpt.NOPROXY, b"")
         curl._ensure_cacert()
         _setopt(handle, CurlOpt.WRITEFUNCTION, lib.write_callback)
         _setopt(handle, CurlOpt.WRITEDATA, self.body_ref)

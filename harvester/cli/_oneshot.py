@@ -28,6 +28,7 @@ from .._exceptions import (
     ConfigError,
     HarvestError,
     NeedsHeadfulError,
+    ProxyAuthError,
     UnknownProviderError,
 )
 from .._recipes import RECIPES, known_providers
@@ -36,6 +37,8 @@ from .._recipes import RECIPES, known_providers
 _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (UnknownProviderError, _exit.USAGE),
     (ConfigError, _exit.USAGE),
+    # Wrong or missing proxy credentials: like a bad flag, retrying the same command cannot help.
+    (ProxyAuthError, _exit.USAGE),
     (ChallengeTimeout, _exit.CHALLENGE_TIMEOUT),
     (BlockedError, _exit.BLOCKED),
     (NeedsHeadfulError, _exit.NEEDS_HEADFUL),

@@ -13,6 +13,10 @@ Running it
   ``emulator_factory(**knobs)`` starts more, with start-up knobs (``reset`` returns to those).
   All of them offer ``.url``, ``.configure(**knobs)``, ``.revoke()``, ``.reset()``, ``.stats`` (a dict
   snapshot), ``.sizes`` (entries per store of issued secrets) and ``.config`` (the live ``EmulatorConfig``).
+- A proxy in front of it (``_proxy.py``): ``auth_proxy`` is an authenticating HTTP forward proxy (Basic,
+  407 otherwise; CONNECT too) that serves loopback only; ``proxy_factory(username=..., password=...)`` starts
+  more (``username=None``: an open proxy). ``.url``, ``.auth_url`` (with the credentials), ``.url_for(user,
+  password)``, ``.stats`` (``authenticated``, ``refused``, ``forwarded``, ``paths``, ...).
 
 The challenge
 =============

@@ -15,6 +15,7 @@ from harvester import (
     ConfigError,
     HarvestError,
     NeedsHeadfulError,
+    ProxyAuthError,
     UnknownProviderError,
 )
 from harvester._driver import translate_error
@@ -44,7 +45,8 @@ def test_import_is_cheap() -> None:
 
 def test_error_tree_has_one_root() -> None:
     """Every harvester error is a HarvestError."""
-    for kind in (ChallengeTimeout, BlockedError, BrowserError, NeedsHeadfulError, UnknownProviderError, ConfigError):
+    kinds = (ChallengeTimeout, BlockedError, BrowserError, NeedsHeadfulError, ProxyAuthError, UnknownProviderError)
+    for kind in (*kinds, ConfigError):
         assert issubclass(kind, HarvestError)
 
 
@@ -88,6 +90,7 @@ def test_harvest_errors_pass_through() -> None:
         (BrowserError("c"), _exit.BROWSER_FAILED),
         (NeedsHeadfulError("h"), _exit.NEEDS_HEADFUL),
         (UnknownProviderError("x", ["a"]), _exit.USAGE),
+        (ProxyAuthError("p"), _exit.USAGE),
     ],
 )
 def test_exit_codes(error: HarvestError, code: int) -> None:
