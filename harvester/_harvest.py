@@ -29,7 +29,8 @@ StepCallback = Callable[[str], None]
 POLL_INTERVAL = 0.05  # longest wait between page snapshots while a challenge runs (navigations wake it sooner)
 SESSION_POLL_INTERVAL = 1.0  # seconds between session reads while a person signs in (--headful)
 RELOAD_INTERVAL = 1.0  # seconds between reloads while the site answers 5xx
-HEADFUL_TIMEOUT = 300.0  # a person needs longer than a script: the minimum deadline with --headful
+DEFAULT_TIMEOUT = 30.0  # seconds for each wait of a harvest, unless told otherwise
+HEADFUL_TIMEOUT = 300.0  # a person needs longer than a script: the default deadline with --headful
 CLOSE_TIMEOUT = 5.0  # bound on closing a page or a driver, so teardown never hangs on a dead browser
 
 # Off the site's origin (a person signing in at an identity provider) a relative fetch would ask that other
@@ -53,7 +54,8 @@ class Harvester:
 
     Args:
         backend: ``"nodriver"`` (default) or ``"playwright"``.
-        timeout: the deadline in seconds for each wait of a harvest.
+        timeout: the deadline in seconds for each wait of a harvest; default 30 s, or 300 s with ``headful``
+            (a person needs longer than a script). A timeout given explicitly is used as given.
         headful: open a visible browser and wait for a person (a login, an interactive challenge).
         max_concurrent: harvests at once (each a tab of the one browser).
         config: the loaded config (default: :func:`load_config`), for base URLs, proxies and the browser path.
@@ -66,7 +68,7 @@ class Harvester:
         self,
         backend: str | None = None,
         *,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         headful: bool = False,
         max_concurrent: int = 2,
         config: Config | None = None,
@@ -75,8 +77,8 @@ class Harvester:
             raise ValueError("max_concurrent must be at least 1")
         self._config = config
         self.backend = backend or (config.daemon.backend if config else None) or "nodriver"
-        self.timeout = timeout
         self.headful = headful
+        self.timeout = timeout if timeout is not None else (HEADFUL_TIMEOUT if headful else DEFAULT_TIMEOUT)
         self.max_concurrent = max_concurrent
         self.browser_restarts = 0
         self.browser_launches = 0
@@ -215,8 +217,6 @@ class Harvester:
     # -- one harvest -------------------------------------------------------------------------------------
 
     async def _harvest(self, recipe: Recipe, proxy: str | None, timeout: float, step: StepCallback) -> SessionRecord:
-        if self.headful:
-            timeout = max(timeout, HEADFUL_TIMEOUT)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -498,7 +498,7 @@ async def harvest(
     proxy: str | None = None,
     backend: str | None = None,
     headful: bool = False,
-    timeout: float = 30.0,
+    timeout: float | None = None,
     cache: AuthCache | None = None,
     force: bool = False,
     harvester: Harvester | None = None,
@@ -527,7 +527,8 @@ async def harvest(
             cache = await asyncio.to_thread(AuthCache.open)
         # The lock waits while another process harvests: give it that harvest's whole budget and then some.
         # A harvester passed in decides whether this harvest is headful, whatever `headful` says.
-        lock_timeout = max(timeout, HEADFUL_TIMEOUT if harvester.headful else 0.0) * 2 + 30.0
+        budget = timeout if timeout is not None else harvester.timeout
+        lock_timeout = budget * 2 + 30.0
         on_step_ = on_step or _no_step
         async with _process_lock(recipe.name):
             on_step_("waiting for other harvests of " + recipe.name)

@@ -45,7 +45,9 @@ class _LazyGroup(click.Group):
 @click.option("--backend", type=click.Choice(["nodriver", "playwright"]), default=None, help="Browser driver.")
 @click.option("--headful", is_flag=True, help="Open a visible browser, for a login or an interactive challenge.")
 @click.option("--proxy", metavar="URL", help="Proxy for the browser, recorded for the clients.")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline in seconds for each wait.")
+@click.option(
+    "--timeout", type=float, default=None, help="Deadline in seconds for each wait [default: 30; 300 with --headful]."
+)
 @click.option("--base-url", metavar="ORIGIN", help="Rebase every endpoint of the provider onto ORIGIN.")
 @click.option(
     "--cache", "cache_path", metavar="PATH", help="Cache file (default: $HARVEST_CACHE or the user data dir)."

@@ -71,8 +71,8 @@ def run(**options: Any) -> int:
     if options.get("name") and not url and len(providers) > 1:
         _error("--name names one record: use it with --url or a single --provider")
         return _exit.USAGE
-    timeout = float(options.get("timeout") or 30.0)
-    if timeout <= 0:
+    timeout: float | None = options.get("timeout")  # None: 30 s, or 300 s with --headful
+    if timeout is not None and timeout <= 0:
         _error("--timeout must be positive")
         return _exit.USAGE
     try:
@@ -96,7 +96,7 @@ async def _main(
     options: dict[str, Any],
     config: Config,
     cache: AuthCache,
-    timeout: float,
+    timeout: float | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     work = asyncio.ensure_future(_harvest_all(targets, options, config, cache, timeout))
@@ -128,7 +128,7 @@ async def _harvest_all(
     options: dict[str, Any],
     config: Config,
     cache: AuthCache,
-    timeout: float,
+    timeout: float | None,
 ) -> int:
     from .._harvest import Harvester, harvest
 

@@ -96,3 +96,13 @@ def test_harvest_errors_pass_through() -> None:
 def test_exit_codes(error: HarvestError, code: int) -> None:
     """Each error class has its documented exit code."""
     assert exit_code_for(error) == code
+
+
+def test_headful_waits_longer_unless_told() -> None:
+    """A person needs longer than a script: headful defaults to 300 s, headless to 30 s; a timeout given
+    explicitly is used as given (``--headful --timeout 10`` waits 10 s, not 300)."""
+    from harvester import Harvester
+
+    assert Harvester().timeout == 30.0
+    assert Harvester(headful=True).timeout == 300.0
+    assert Harvester(headful=True, timeout=10.0).timeout == 10.0

@@ -23,7 +23,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-import harvester._harvest as harvest_module
 from cache import AuthCache
 from harvester import BrowserError, ChallengeTimeout, Harvester, harvest
 from harvester._recipes import browser_origin
@@ -206,7 +205,6 @@ async def test_person_who_never_acts_times_out_within_the_deadline(
     message: str,
 ) -> None:
     """If nobody acts in the window, the headful harvest ends with ChallengeTimeout at its deadline."""
-    monkeypatch.setattr(harvest_module, "HEADFUL_TIMEOUT", 3.0)  # a person's floor, shortened for the test
     emu = emulator_factory(variant=variant, think_ms=50)
     cache = AuthCache.open()
     loop = asyncio.get_running_loop()
