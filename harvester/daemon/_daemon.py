@@ -81,6 +81,9 @@ class HarvesterLike(Protocol):
     @property
     def headful(self) -> bool: ...
 
+    @property
+    def timeout(self) -> float: ...
+
     def resolve(
         self, provider: str | None, *, url: str | None = None, name: str | None = None, base_url: str | None = None
     ) -> Recipe: ...

@@ -45,7 +45,8 @@ class FakeHarvester:
         self.calls: list[str] = []
         self.timeouts: list[float | None] = []  # the timeout each call was given
         self.cancelled: list[str] = []
-        self.headful = False  # read by harvester.harvest() (a headful harvest's lock waits longer)
+        self.headful = False
+        self.timeout = 30.0  # read by harvester.harvest() when it is given no timeout: how long its lock waits
         self.browser_running = False
         self.browser_restarts = 0
         self.closes = 0
