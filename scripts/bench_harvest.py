@@ -17,6 +17,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -133,4 +134,13 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # The plain scripts leave Chromium's singleton directories (org.chromium.Chromium.*) in $TMPDIR, as they
+    # would for a user; give every browser of this run a scratch TMPDIR (short: the socket path must fit) and
+    # remove it afterwards.
+    scratch = tempfile.mkdtemp(prefix="hb-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    os.environ["TMPDIR"] = scratch
+    tempfile.tempdir = None
+    try:
+        asyncio.run(main())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
