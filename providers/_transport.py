@@ -493,6 +493,13 @@ class _Multi(AsyncCurl):
         self._int_out = ffi.new("int *")
         self.curl_loop = self.loop = _CurlLoop(self.loop, self)  # type: ignore[assignment]
 
+    def socket_action(self, sockfd: int, ev_bitmask: int) -> int:
+        """curl_cffi's safety net (``_force_timeout``, every 0.1 s) calls this. Its own version drives curl but
+        never reads the finished transfers, so a transfer that ends inside it was never handed to its response
+        and hung until the deadline; read them as every other action does."""
+        self.process_data(sockfd, ev_bitmask)
+        return 0
+
     def process_data(self, sockfd: int, ev_bitmask: int) -> None:
         multi = self._curlm
         if not multi:

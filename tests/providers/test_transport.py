@@ -126,3 +126,34 @@ async def test_idle_timeout_without_deadline(emu: EmulatorThread) -> None:
             await response.aread()
     assert not info.value.deadline_passed
     assert loop.time() - started < 3.5
+
+
+async def test_transfers_finished_by_the_safety_net_are_delivered(emu: EmulatorThread) -> None:
+    """A transfer that curl finishes inside curl_cffi's safety-net action (``socket_action``, every 0.1 s) is
+    handed to its response at once.
+
+    Regression: that action drove curl without reading its "done" messages, so such a stream hung until its
+    deadline (about one long stream in six did). Here the safety net runs every millisecond.
+    """
+    from providers import FreeNetfly
+
+    emu.configure(stream_chunks=2_000)
+    transport = get_transport()
+    loop = asyncio.get_running_loop()
+
+    async def safety_net() -> None:
+        while True:
+            transport._multi.socket_action(-1, 0)
+            await asyncio.sleep(0.001)
+
+    ticking = asyncio.create_task(safety_net())
+    try:
+        for _ in range(20):
+            started = loop.time()
+            items = [
+                item async for item in FreeNetfly.create_async_generator("gpt-4", MESSAGES, base_url=emu.url, timeout=5)
+            ]
+            assert sum(isinstance(item, str) for item in items) == 2_000
+            assert loop.time() - started < 2.5
+    finally:
+        ticking.cancel()
