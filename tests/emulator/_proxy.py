@@ -30,6 +30,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ._server import ServerThread
+
 USERNAME = "proxy-user"
 PASSWORD = "pr0xy-s3cret-pw"  # distinctive, so "never printed" tests can search for it
 REALM = "harvest-test-proxy"
@@ -272,15 +274,14 @@ class AuthProxy:
                 await upstream_writer.wait_closed()
 
 
-class ProxyThread:
+class ProxyThread(ServerThread):
     """The proxy on a background thread with its own loop, for sync and async tests alike."""
+
+    _what = "test-proxy"
 
     def __init__(self, username: str | None = USERNAME, password: str = PASSWORD, **options: Any) -> None:
         self._proxy = AuthProxy(username, password, **options)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(self._proxy)
 
     @property
     def username(self) -> str | None:
@@ -314,62 +315,6 @@ class ProxyThread:
     def reset(self) -> None:
         """Zero the counters."""
         self._proxy.reset()
-
-    def start(self, timeout: float = _STOP_DEADLINE) -> str:
-        """Start the thread and wait (up to ``timeout``) until the proxy listens; returns its URL."""
-        if self._thread is not None:
-            raise RuntimeError("proxy thread already started")
-        self._thread = threading.Thread(target=self._run, name="harvest-test-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"proxy did not start within {timeout}s")
-        if self._error is not None:
-            self._thread.join(timeout)
-            raise RuntimeError("proxy failed to start") from self._error
-        return self._proxy.url
-
-    def stop(self, timeout: float = _STOP_DEADLINE * 2) -> None:
-        """Stop the loop (the thread closes the proxy and loop itself) and join within ``timeout``."""
-        thread, loop = self._thread, self._loop
-        if thread is None:
-            return
-        if loop is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        if thread.is_alive():
-            raise TimeoutError(f"proxy thread did not stop within {timeout}s")
-        self._thread = None
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            try:
-                loop.run_until_complete(self._proxy.start())
-            except BaseException as exc:
-                self._error = exc
-                return
-            finally:
-                self._ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._proxy.stop())
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> ProxyThread:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _fresh_stats() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, Self
 
 from aiohttp import web
 
@@ -106,30 +106,39 @@ class Emulator(_Controls):
         await self.stop()
 
 
-class EmulatorThread(_Controls):
-    """The emulator on a background thread with its own loop, for sync and async tests alike."""
+class _AsyncServer(Protocol):
+    @property
+    def url(self) -> str: ...
 
-    def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._emulator = Emulator(config, host=host, port=port)
-        self.state = self._emulator.state
+    async def start(self) -> str: ...
+    async def stop(self) -> None: ...
+
+
+class ServerThread:
+    """Runs an async server (``start()``/``stop()`` coroutines and a ``url``) on its own event loop in a daemon
+    thread, for sync and async tests alike. ``start`` waits until it listens; ``stop`` joins within a deadline."""
+
+    _what = "server"
+
+    def __init__(self, server: _AsyncServer) -> None:
+        self._server = server
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = _STOP_DEADLINE) -> str:
-        """Start the thread and wait (up to `timeout`) until the server listens; returns the base URL."""
+        """Start the thread and wait (up to `timeout`) until the server listens; returns its URL."""
         if self._thread is not None:
-            raise RuntimeError("emulator thread already started")
-        self._thread = threading.Thread(target=self._run, name="harvest-emulator", daemon=True)
+            raise RuntimeError(f"{self._what} thread already started")
+        self._thread = threading.Thread(target=self._run, name=f"harvest-{self._what}", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise TimeoutError(f"emulator did not start within {timeout}s")
+            raise TimeoutError(f"{self._what} did not start within {timeout}s")
         if self._error is not None:
             self._thread.join(timeout)
-            raise RuntimeError("emulator failed to start") from self._error
-        self._url = self._emulator.url
-        return self._url
+            raise RuntimeError(f"{self._what} failed to start") from self._error
+        return self._server.url
 
     def stop(self, timeout: float = _STOP_DEADLINE * 2) -> None:
         """Stop the loop (the thread closes the server and loop itself) and join within `timeout`."""
@@ -140,24 +149,23 @@ class EmulatorThread(_Controls):
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         if thread.is_alive():
-            raise TimeoutError(f"emulator thread did not stop within {timeout}s")
+            raise TimeoutError(f"{self._what} thread did not stop within {timeout}s")
         self._thread = None
-        self._url = None
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
             try:
-                loop.run_until_complete(self._emulator.start())
+                loop.run_until_complete(self._server.start())
             except BaseException as exc:
                 self._error = exc
                 return
             finally:
                 self._ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._emulator.stop())
-            # Handlers aiohttp did not finish (a dripping stream) are cancelled, not left pending.
+            loop.run_until_complete(self._server.stop())
+            # Handlers not finished (a dripping stream, an open tunnel) are cancelled, not left pending.
             pending = asyncio.all_tasks(loop)
             for task in pending:
                 task.cancel()
@@ -167,7 +175,7 @@ class EmulatorThread(_Controls):
         finally:
             loop.close()
 
-    def __enter__(self) -> EmulatorThread:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -175,3 +183,24 @@ class EmulatorThread(_Controls):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class EmulatorThread(ServerThread, _Controls):
+    """The emulator on a background thread with its own loop, for sync and async tests alike."""
+
+    _what = "emulator"
+
+    def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._emulator = Emulator(config, host=host, port=port)
+        self.state = self._emulator.state
+        super().__init__(self._emulator)
+
+    def start(self, timeout: float = _STOP_DEADLINE) -> str:
+        """Start the thread and wait (up to `timeout`) until the server listens; returns the base URL."""
+        self._url = super().start(timeout)
+        return self._url
+
+    def stop(self, timeout: float = _STOP_DEADLINE * 2) -> None:
+        """Stop the loop and join the thread within `timeout`."""
+        super().stop(timeout)
+        self._url = None

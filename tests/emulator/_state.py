@@ -92,10 +92,10 @@ def _coerce(name: str, value: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError(f"{name} must be a number, not {value!r}")
-        number = float(value)
-        if number < 0:
-            raise ValueError(f"{name} must be >= 0, not {number}")
-        return number
+        real = float(value)
+        if real < 0:
+            raise ValueError(f"{name} must be >= 0, not {real}")
+        return real
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, not {value!r}")
     return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import orjson
@@ -13,16 +13,7 @@ from tests.emulator import _state as state_module
 from tests.emulator._challenge import solve
 from tests.emulator._state import EmulatorConfig, State
 
-UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """An aiohttp session with a browser UA and a cookie jar that accepts cookies for 127.0.0.1."""
-    async with aiohttp.ClientSession(
-        headers={"User-Agent": UA}, cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=20)
-    ) as session:
-        yield session
+from .conftest import UA
 
 
 async def answer_challenge(client: aiohttp.ClientSession, url: str) -> None:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,23 +19,14 @@ import pytest
 from tests.emulator import Emulator, EmulatorConfig, EmulatorThread
 from tests.emulator._challenge import solve
 
-UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+from .conftest import HEADERS, UA
+
 OTHER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/140.0"
-HEADERS = {"User-Agent": UA, "sec-ch-ua": '"Chromium";v="156", "Not)A;Brand";v="99"'}
 CHAT = {"messages": [{"role": "user", "content": "hi there"}], "stream": True, "max_tokens": 10, "x": 1}
 OPENAI_ROUTES = [
     ("/v1/openai/chat/completions", "meta-llama/Meta-Llama-3.1-8B-Instruct"),
     ("/api/openai/v1/chat/completions", "gpt-4o-mini"),
 ]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """An aiohttp session with the browser UA and a cookie jar that accepts cookies for 127.0.0.1."""
-    async with aiohttp.ClientSession(
-        headers=HEADERS, cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=20)
-    ) as session:
-        yield session
 
 
 def nonce_of(html: str) -> str:

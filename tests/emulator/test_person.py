@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.emulator import EmulatorThread
 
-from .test_bounded import UA, answer_challenge
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """An aiohttp session with a browser UA and a cookie jar that accepts cookies for 127.0.0.1."""
-    async with aiohttp.ClientSession(
-        headers={"User-Agent": UA}, cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=20)
-    ) as session:
-        yield session
+from .test_bounded import answer_challenge
 
 
 async def call(client: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
