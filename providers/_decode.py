@@ -21,7 +21,7 @@ from ._exceptions import (
     StreamError,
     short_body,
 )
-from ._sse import DataStreamDecoder, ServerSentEvent, SSEDecoder, data_stream_part
+from ._sse import DataStreamDecoder, ServerSentEvent, SSEDecoder, data_stream_part, plain_payloads
 from ._types import Chunk, FinishReason, Reasoning, Usage
 
 _CHALLENGE_MARKERS = (b"Just a moment...", b"cf-challenge", b"challenge-platform")
@@ -128,14 +128,15 @@ class OpenAIStreamDecoder:
         """Decode the events completed by ``chunk``."""
         if self._done:
             return []
-        payloads = self._sse.feed_data(chunk)
-        if not payloads:
+        blocks, single_lines = self._sse.split(chunk)
+        if not blocks:
             return []
-        if type(payloads[0]) is not bytes:
-            payloads = self._payloads(payloads)  # type: ignore[arg-type]
+        payloads = plain_payloads(blocks, single_lines)
+        if payloads is None:
+            payloads = self._payloads(self._sse.events(blocks))
         if b"[DONE]" in payloads:
             # Nothing after the end marker counts.
-            del payloads[payloads.index(b"[DONE]") :]  # type: ignore[arg-type]
+            del payloads[payloads.index(b"[DONE]") :]
             self._done = True
         # The hot loop: no object per event besides orjson's own, and only the lookups the item needs.
         items: list[Chunk] = []
@@ -145,8 +146,7 @@ class OpenAIStreamDecoder:
                 obj = _loads(data)
             except _JSONDecodeError as exc:
                 raise StreamError(
-                    f"{self.provider}: malformed stream event: {short_body(data, 80)}",  # type: ignore[arg-type]
-                    provider=self.provider,
+                    f"{self.provider}: malformed stream event: {short_body(data, 80)}", provider=self.provider
                 ) from exc
             if type(obj) is not dict or "error" in obj:
                 raise _stream_error(obj, self.provider)
@@ -172,12 +172,13 @@ class OpenAIStreamDecoder:
         return items
 
     def _payloads(self, events: list[ServerSentEvent]) -> list[bytes]:
-        """The data of irregular events (several fields or lines); an ``error`` event raises at its turn."""
+        """The data of irregular events (several fields or lines); an ``error`` event before the end raises."""
         payloads: list[bytes] = []
         for event in events:
-            if event.event == "error" and event.data != b"[DONE]":
-                if b"[DONE]" in payloads:
-                    break  # the end marker came first: the error is after the end
+            if event.data == b"[DONE]":
+                payloads.append(event.data)
+                break  # nothing after the end marker counts
+            if event.event == "error":
                 try:
                     data = _loads(event.data)
                 except _JSONDecodeError:

@@ -75,11 +75,10 @@ class SSEDecoder:
         """Like ``feed``, but when every completed event is a single ``data: `` line (the regular case), return
         just their payloads: no object per event. Otherwise return the events, as ``feed`` does."""
         blocks, single_lines = self.split(chunk)
-        if single_lines:
-            payloads = [block[6:] for block in blocks if block[:6] == b"data: "]
-            if len(payloads) == len(blocks):
-                return payloads
-        return self.events(blocks) if blocks else []
+        payloads = plain_payloads(blocks, single_lines)
+        if payloads is not None:
+            return payloads
+        return self.events(blocks)
 
     def split(self, chunk: bytes) -> tuple[list[bytes], bool]:
         """Consume ``chunk``; return the blocks it completes (line ends normalised to LF, blank-line separators
@@ -155,6 +154,15 @@ class SSEDecoder:
                     retry = self.retry = int(value)
         if data:
             events.append(ServerSentEvent(b"\n".join(data), event or "message", self.last_event_id, retry))
+
+
+def plain_payloads(blocks: list[bytes], single_lines: bool) -> list[bytes] | None:
+    """The data of blocks from ``SSEDecoder.split`` when each is a single ``data: `` line (the regular case),
+    else None."""
+    if not single_lines:
+        return None
+    payloads = [block[6:] for block in blocks if block[:6] == b"data: "]
+    return payloads if len(payloads) == len(blocks) else None
 
 
 def parse_sse(body: bytes) -> list[ServerSentEvent]:

@@ -388,47 +388,77 @@ class Response:
         await self.aclose()
 
 
+class _EarliestTimer:
+    """One loop timer that calls ``callback`` at the earliest time it was asked for since it last fired.
+
+    Asking for a later time than it is set for changes nothing, so a stream of requests (one per transfer, or
+    one per curl timer) costs a loop timer only when it must fire sooner.
+    """
+
+    __slots__ = ("_at", "_callback", "_handle", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = 0.0
+
+    def at_most(self, when: float) -> None:
+        """Make sure the callback runs no later than ``when`` (loop time)."""
+        if self._handle is None or self._at > when:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._at = when
+            self._handle = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._callback()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class _CurlLoop:
     """The loop as curl_cffi's socket and timer callbacks see it: the real one, but with cheaper timers.
 
-    curl asks for a timer on nearly every state change: "now" when a transfer is added, "in 1 s" for its
-    low-speed check, and "none" (which curl_cffi turns into an immediate call) when the last transfer ends.
-    Scheduling, cancelling and firing a loop timer for each of those was a tenth of a small request's client
-    time. Here "none" schedules nothing, "now" is a ``call_soon``, and later times share one loop timer that
-    is moved only when curl wants to be called earlier than it is set for. A timer that fires before curl's
-    time simply sets itself again, so curl is never called late.
+    curl asks for a timer on nearly every state change: "now" when a transfer is added, "in 1 s" for its own
+    checks, and "none" (which curl_cffi turns into an immediate call) when the last transfer ends. Scheduling,
+    cancelling and firing a loop timer for each of those was a tenth of a small request's client time. Here
+    "none" schedules nothing, the "now" of a transfer the transport starts itself is skipped (``deferred``),
+    and the rest share one ``_EarliestTimer``. A timer that fires before curl's time sets itself again, so
+    curl is never called late.
     """
 
     __slots__ = (
-        "_armed",
-        "_armed_at",
         "_loop",
         "_multi",
+        "_timer",
         "_want",
         "_writers",
         "add_reader",
         "create_future",
         "deferred",
+        "remove_reader",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, multi: _Multi) -> None:
         self._loop = loop
         self._multi = multi
         self._want: float | None = None  # when curl wants ``process_data(TIMEOUT)``; None: never
-        self._armed: asyncio.Handle | None = None  # the loop timer that checks ``_want``
-        self._armed_at = 0.0
+        self._timer = _EarliestTimer(loop, self._fire)  # checks ``_want``
         #: True while the transport is about to call ``process_data`` itself: a "now" timer is then not needed.
         self.deferred = False
         self._writers: set[int] = set()  # curl_cffi removes a writer on every socket change; most never had one
         self.add_reader = loop.add_reader
+        self.remove_reader = loop.remove_reader
         self.create_future = loop.create_future
 
     def add_writer(self, fd: int, callback: Any, *args: Any) -> None:
         self._writers.add(fd)
         self._loop.add_writer(fd, callback, *args)
-
-    def remove_reader(self, fd: int) -> bool:
-        return self._loop.remove_reader(fd)
 
     def remove_writer(self, fd: int) -> bool:
         if fd not in self._writers:
@@ -454,16 +484,8 @@ class _CurlLoop:
         self._arm()
 
     def _arm(self) -> None:
-        want = self._want
-        if want is not None and (self._armed is None or self._armed_at > want):
-            if self._armed is not None:
-                self._armed.cancel()
-            self._armed_at = want
-            self._armed = self._loop.call_at(want, self._on_armed)
-
-    def _on_armed(self) -> None:
-        self._armed = None
-        self._fire()
+        if self._want is not None:
+            self._timer.at_most(self._want)
 
     def _fire(self) -> None:
         want = self._want
@@ -478,9 +500,7 @@ class _CurlLoop:
     def close(self) -> None:
         self._want = None
         self._writers.clear()
-        if self._armed is not None:
-            self._armed.cancel()
-            self._armed = None
+        self._timer.cancel()
 
 
 class _Multi(AsyncCurl):
@@ -531,8 +551,7 @@ class Transport:
         # One loop timer enforces every transfer's total deadline and idle timeout: it is set for the earliest
         # time one could expire and moved only when a new transfer's comes earlier. A request costs no timer
         # of its own, a body chunk only a clock read, and as timeouts are minutes long the watchdog wakes rarely.
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._watchdog_at = 0.0
+        self._watchdog = _EarliestTimer(loop, self._check_deadlines)
 
     async def handle_request(self, request: Request) -> Response:
         """Send ``request`` and return once the status and headers are known; the body streams after."""
@@ -564,8 +583,7 @@ class Transport:
         if request.deadline is not None:
             response._deadline = request.deadline
             due = min(due, request.deadline)
-        if self._watchdog is None or self._watchdog_at > due:
-            self._arm_watchdog(due)
+        self._watchdog.at_most(due)
         try:
             self._multi.process_data(_CURL_SOCKET_TIMEOUT, 0)
         finally:
@@ -649,15 +667,8 @@ class Transport:
             self._slists[key] = slist
         return slist
 
-    def _arm_watchdog(self, when: float) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        self._watchdog_at = when
-        self._watchdog = self._loop.call_at(when, self._check_deadlines)
-
     def _check_deadlines(self) -> None:
         """Abort the transfers past their deadline or quiet for their idle timeout; wake again for the next."""
-        self._watchdog = None
         now = self._loop.time()
         quiet_now = _monotonic()
         upcoming: float | None = None
@@ -679,7 +690,7 @@ class Transport:
             if upcoming is None or due < upcoming:
                 upcoming = due
         if upcoming is not None:
-            self._arm_watchdog(upcoming)
+            self._watchdog.at_most(upcoming)
 
     def _on_done(self, ptr: Any, code: int) -> None:
         """curl finished a transfer: with ``code`` 0, or with an error."""
@@ -722,8 +733,7 @@ class Transport:
         for _, response in list(self._active.values()):
             self._finish(response, TransportError(f"{response.url}: the transport was closed", url=response.url))
         self._closed = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._watchdog.cancel()
         for handle in self._idle:
             handle.curl.close()
         self._idle.clear()

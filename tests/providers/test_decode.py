@@ -70,6 +70,9 @@ def test_nothing_after_done_counts() -> None:
     assert decoder.feed(body) == ["a"]
     assert decoder.feed(b"data: {not json}\n\n") == []
     assert decoder.close() == []
+    # The same with an irregular block (an ``event:`` line) after the end marker: an error there is past the end.
+    late_error = OpenAIStreamDecoder("test")
+    assert late_error.feed(chunk_event({"content": "a"}) + b"data: [DONE]\n\nevent: error\ndata: {}\n\n") == ["a"]
 
 
 @pytest.mark.parametrize(
