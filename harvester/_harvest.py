@@ -526,7 +526,7 @@ async def harvest(
         if cache is None:
             cache = await asyncio.to_thread(AuthCache.open)
         # The lock waits while another process harvests: give it that harvest's whole budget and then some.
-        # A harvester passed in decides whether this harvest is headful, whatever `headful` says.
+        # Without a timeout, the harvester's own applies (300 s when headful), whether passed in or made here.
         budget = timeout if timeout is not None else harvester.timeout
         lock_timeout = budget * 2 + 30.0
         on_step_ = on_step or _no_step
