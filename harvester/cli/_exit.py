@@ -11,4 +11,6 @@ BLOCKED = 5  # the site answered "Access denied"
 BROWSER_FAILED = 6  # Chromium missing, crashed or unreachable over CDP
 NEEDS_HEADFUL = 7  # an interactive challenge or a login: run once with --headful
 PROVIDER_ERROR = 8  # a provider API call failed (chat, models, image)
+SITE_UNREACHABLE = 9  # the site could not be reached at all (connection refused, DNS failure, unsafe port)
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in harvest; the traceback goes to stderr (please report it)
 INTERRUPTED = 130  # SIGINT, as shells report it
