@@ -74,6 +74,17 @@ found"}}``; a missing model means the provider's first one. Extra JSON keys are 
   ``text/plain; charset=utf-8`` Vercel AI data stream: ``0:"<token>"\\n`` per chunk, then
   ``e:{"finishReason":"stop","usage":{"promptTokens":N,"completionTokens":M},"isContinued":false}\\n`` and
   ``d:{"finishReason":"stop","usage":{...}}\\n``.
+- Cloudflare playground, agent protocol (what the real page speaks today): ``GET /agents/playground/{agent_id}``
+  ``?_pk=...&model=...`` upgrades to a WebSocket (``_agent.py``). Gated like every API route: without clearance the
+  upgrade gets the 403 challenge (``cf-mitigated: challenge``), and ``fail_next``/``rate_limit_next`` answer it
+  with their status; counted under ``api_requests["/agents/playground"]``. On open it sends
+  ``{"type":"cf_agent_identity",...}`` and a ``cf_agent_state`` echo; it takes the model from the query, then from
+  a ``cf_agent_state`` frame. Each ``cf_agent_use_chat_request`` (``init.body``: a JSON string with UI
+  ``messages``) is answered with ``cf_agent_use_chat_response`` frames whose ``body`` is one JSON-string part:
+  ``start``, ``start-step``, ``text-start``, one ``text-delta`` (``delta``) per chunk, ``text-end``,
+  ``finish-step``, ``finish`` (``finishReason: "stop"``, ``messageMetadata.usage`` with ``inputTokens``,
+  ``outputTokens``, ``totalTokens``), then ``{"body": "", "done": true}``. An unknown model gets one frame with
+  ``done: true, error: true`` and the message as body. Client text frames only; binary or non-JSON ends the socket.
 - Cerebras: ``GET /api/auth/session`` -> ``{"user": {"name": "demo", "email", "demoApiKey": "csk-..."},
   "expires": "<iso>Z"}``; the key is minted once per clearance cookie (per UA when clearance is off) and
   remembered; ``revoke``/``reset`` forget all keys. ``POST /v1/chat/completions`` needs
@@ -117,11 +128,19 @@ faults and ``challenge_api`` leave it alone) and ``/static/img``.
   (data stream: ``3:"upstream overloaded"\\n``); the stream then finishes normally.
 - ``drip_ms`` (0.0): sleep between events, written one by one (otherwise 64 events per write).
 - ``stream_chunks`` (None) + ``chunk_text`` ("tok ").
+- Agent socket knobs: ``cut_stream`` sends about half the deltas, then a close frame (1011) and drops the
+  connection (no ``finish``, no ``done``); ``error_event`` / ``malformed_event`` splice an ``error`` part / a cut
+  JSON frame mid-reply; ``drip_ms`` paces frames. ``unknown_frames`` (False) splices frames of unknown types and a
+  ``data-emulator`` part mid-reply; ``first_frame_ms`` (0.0) waits that long after a chat request before the first
+  reply frame; ``fragment_frames`` (False) sends every message as a text frame without FIN plus two continuation
+  frames (cut anywhere, even inside a UTF-8 character).
 
 Stats: ``clearances_issued`` (successful answers, i.e. browser runs), ``challenge_pages``, ``blocked_pages``,
 ``api_requests`` ({path: count}, every request reaching an API route, gated or not), ``api_requests_total``,
 ``session_requests``, ``api_keys_issued``, ``logins``, ``faults_injected``, ``person_polls``, ``last_user_agent`` and
-``last_headers`` (lower-case names) of the last API request, ``clearance_user_agent`` (UA of the last answer).
+``last_headers`` (lower-case names) of the last API request, ``clearance_user_agent`` (UA of the last answer),
+``agent_sockets_opened`` / ``agent_sockets_open`` (accepted upgrades / sockets open now), ``agent_frames`` (the
+frame types the last socket sent up to its chat request).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import _agent as agent
 from . import _catalog as catalog
 from . import _challenge as pages
 from . import _streams as streams
@@ -57,6 +58,7 @@ def create_app(state: State) -> web.Application:
     # Cloudflare AI playground.
     r.add_get("/api/models", _api(_cloudflare_models))
     r.add_post("/api/inference", _api(_cloudflare_inference))
+    r.add_get("/agents/playground/{agent_id}", _api(_cloudflare_agent, stat_path="/agents/playground"))
     # Cerebras.
     r.add_get("/v1/models", _api(_cerebras_models))
     r.add_post("/v1/chat/completions", _api(_cerebras_chat))
@@ -131,12 +133,12 @@ def _page(handler: Handler) -> Handler:
     return gated
 
 
-def _api(handler: Handler) -> Handler:
-    """Wrap an API route: counted, gated, then subject to `fail_next` / `rate_limit_next`."""
+def _api(handler: Handler, stat_path: str | None = None) -> Handler:
+    """Wrap an API route: counted (under `stat_path` if given), gated, then subject to `fail_next` / `rate_limit_next`."""
 
     async def gated(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE_KEY]
-        state.record_api_request(request.path, request.headers)
+        state.record_api_request(stat_path or request.path, request.headers)
         blocked = _gate(request, state, api=True)
         if blocked is not None:
             return blocked
@@ -399,6 +401,10 @@ async def _cloudflare_inference(request: web.Request) -> web.StreamResponse:
     cfg = request.app[STATE_KEY].config
     tokens, prompt = _chat_reply("cloudflare", body, cfg)
     return await _write_plan(request, streams.data_stream(tokens, prompt, cfg), "text/plain; charset=utf-8")
+
+
+async def _cloudflare_agent(request: web.Request) -> web.StreamResponse:
+    return await agent.serve_agent(request, request.app[STATE_KEY])
 
 
 async def _cerebras_models(request: web.Request) -> web.Response:

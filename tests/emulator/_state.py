@@ -47,6 +47,9 @@ class EmulatorConfig:
     challenge_api: bool = False
     stream_chunks: int | None = None
     chunk_text: str = "tok "
+    unknown_frames: bool = False
+    first_frame_ms: float = 0.0
+    fragment_frames: bool = False
 
     def with_knobs(self, knobs: Mapping[str, Any]) -> EmulatorConfig:
         """Return a copy with `knobs` applied, coerced to each field's type.
@@ -335,6 +338,18 @@ class State:
             self._stats["last_headers"] = lowered
             self._stats["last_user_agent"] = lowered.get("user-agent")
 
+    def agent_socket(self, *, opened: bool) -> None:
+        """Count an agent socket opening (upgrade accepted) or closing."""
+        with self._lock:
+            if opened:
+                self._stats["agent_sockets_opened"] += 1
+            self._stats["agent_sockets_open"] += 1 if opened else -1
+
+    def record_agent_frames(self, kinds: list[str]) -> None:
+        """Keep the frame types a socket sent up to its chat request, in order."""
+        with self._lock:
+            self._stats["agent_frames"] = list(kinds)
+
     def bump(self, counter: str) -> None:
         """Add one to a plain counter in the stats."""
         with self._lock:
@@ -375,4 +390,7 @@ def _fresh_stats() -> dict[str, Any]:
         "last_user_agent": None,
         "last_headers": None,
         "clearance_user_agent": None,
+        "agent_sockets_opened": 0,
+        "agent_sockets_open": 0,
+        "agent_frames": None,
     }
