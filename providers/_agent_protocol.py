@@ -96,7 +96,7 @@ def opening_frames(agent_id: str, *, model: str, temperature: float | None, syst
         "externalProvider": "openai",
         "generativeUI": False,
     }
-    mcp = {"prompts": [], "resources": [], "servers": {}, "tools": []}
+    mcp: dict[str, Any] = {"prompts": [], "resources": [], "servers": {}, "tools": []}
     return [
         orjson.dumps({"type": "cf_agent_stream_resume_request"}),
         orjson.dumps({"name": agent_id, "agent": AGENT, "type": "cf_agent_identity"}),
