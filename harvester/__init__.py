@@ -25,8 +25,9 @@ if TYPE_CHECKING:
         ProxyAuthError,
         UnknownProviderError,
     )
-    from ._harvest import Harvester, harvest
+    from ._harvest import Harvester
     from ._recipes import Recipe, known_providers, resolve_recipe
+    from ._single_flight import HarvesterLike, SingleFlight, harvest
 
 # public name -> defining module
 _EXPORTS = {
@@ -39,15 +40,17 @@ _EXPORTS = {
     "DaemonConfig": "_config",
     "HarvestError": "_exceptions",
     "Harvester": "_harvest",
+    "HarvesterLike": "_single_flight",
     "NeedsHeadfulError": "_exceptions",
     "PageState": "_classify",
     "ProviderConfig": "_config",
     "ProxyAuthError": "_exceptions",
     "Recipe": "_recipes",
+    "SingleFlight": "_single_flight",
     "UnknownProviderError": "_exceptions",
     "Verdict": "_classify",
     "classify": "_classify",
-    "harvest": "_harvest",
+    "harvest": "_single_flight",
     "known_providers": "_recipes",
     "load_config": "_config",
     "resolve_recipe": "_recipes",
@@ -63,11 +66,13 @@ __all__ = [
     "DaemonConfig",
     "HarvestError",
     "Harvester",
+    "HarvesterLike",
     "NeedsHeadfulError",
     "PageState",
     "ProviderConfig",
     "ProxyAuthError",
     "Recipe",
+    "SingleFlight",
     "UnknownProviderError",
     "Verdict",
     "classify",

@@ -1,18 +1,17 @@
-"""Run recipes in a browser: the ``Harvester`` (one browser, one context per harvest) and ``harvest()``,
-the single-flight entry point that also reads and fills the cache.
+"""Run recipes in a browser: the ``Harvester`` (one browser, one context per harvest).
+
+It returns records and never touches the cache; ``_single_flight.py`` stores them, one harvest per name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from cache import AuthCache, Cookie, SessionRecord, utcnow
+from cache import Cookie, SessionRecord, utcnow
 
 from ._browser import BrowserProcess, find_browser
 from ._classify import PageState, classify
@@ -476,118 +475,6 @@ def make_record(
         harvested_at=now,
         expires_at=expires_at,
     )
-
-
-# -- the single-flight entry point -------------------------------------------------------------------------
-
-# In-process locks, one per record name per event loop (an asyncio.Lock belongs to one loop).
-_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
-
-
-def _process_lock(name: str) -> asyncio.Lock:
-    per_loop = _LOCKS.setdefault(asyncio.get_running_loop(), {})
-    return per_loop.setdefault(name, asyncio.Lock())
-
-
-async def harvest(
-    provider: str | None,
-    *,
-    url: str | None = None,
-    name: str | None = None,
-    base_url: str | None = None,
-    proxy: str | None = None,
-    backend: str | None = None,
-    headful: bool = False,
-    timeout: float | None = None,
-    cache: AuthCache | None = None,
-    force: bool = False,
-    harvester: Harvester | None = None,
-    config: Config | None = None,
-    on_step: StepCallback | None = None,
-) -> SessionRecord:
-    """Harvest ``provider`` into the cache, once even when many callers ask at the same time.
-
-    Single flight: an asyncio lock per provider in this process, plus ``cache.harvest_lock(name)`` across
-    processes. A caller that waited for the lock gets the record the winner just stored (if it is fresh and
-    newer than the call) without running a browser. ``force`` always harvests.
-
-    Args:
-        harvester: reuse this harvester's browser (the daemon, ``harvest --all``); else a one-shot one.
-
-    Raises:
-        HarvestError subclasses; CacheError from the cache.
-    """
-    started = utcnow()
-    own = harvester is None
-    if harvester is None:
-        harvester = Harvester(backend, timeout=timeout, headful=headful, config=config)
-    try:
-        recipe = harvester.resolve(provider, url=url, name=name, base_url=base_url)
-        if cache is None:
-            cache = await asyncio.to_thread(AuthCache.open)
-        # The lock waits while another process harvests: give it that harvest's whole budget and then some.
-        # Without a timeout, the harvester's own applies (300 s when headful), whether passed in or made here.
-        budget = timeout if timeout is not None else harvester.timeout
-        lock_timeout = budget * 2 + 30.0
-        on_step_ = on_step or _no_step
-        async with _process_lock(recipe.name):
-            on_step_("waiting for other harvests of " + recipe.name)
-            async with _held_in_thread(cache, recipe.name, lock_timeout):
-                if not force:
-                    cached = await asyncio.to_thread(cache.get, recipe.name)
-                    if cached is not None and not cached.is_expired and cached.harvested_at >= started:
-                        return cached
-                record = await harvester.harvest(provider, recipe=recipe, proxy=proxy, timeout=timeout, on_step=on_step)
-                on_step_("saving to the cache")
-                await asyncio.to_thread(cache.put, record)
-                return record
-    finally:
-        if own:
-            await harvester.close()
-
-
-@contextlib.asynccontextmanager
-async def _held_in_thread(cache: AuthCache, name: str, timeout: float) -> AsyncIterator[None]:
-    """Hold ``cache.harvest_lock(name)`` from a dedicated thread.
-
-    The file lock is thread-local and blocks, so one thread both takes and releases it while the event loop
-    stays free; if we are cancelled while it waits, it releases as soon as it gets the lock.
-    """
-    loop = asyncio.get_running_loop()
-    acquired: asyncio.Future[None] = loop.create_future()
-    release = threading.Event()
-
-    def settle(error: BaseException | None) -> None:
-        if acquired.done():
-            return
-        if error is None:
-            acquired.set_result(None)
-        else:
-            acquired.set_exception(error)
-
-    def hold() -> None:
-        try:
-            with cache.harvest_lock(name, timeout=timeout):
-                _call_soon(loop, settle, None)
-                release.wait()
-        except BaseException as exc:  # handed to the waiting coroutine
-            _call_soon(loop, settle, exc)
-
-    thread = threading.Thread(target=hold, name=f"harvest-lock-{name}", daemon=True)
-    thread.start()
-    try:
-        await acquired
-        yield
-    finally:
-        release.set()
-        if acquired.done() and not acquired.cancelled() and acquired.exception() is None:
-            # Wait for the release so the next process sees the lock free as soon as we return.
-            await asyncio.to_thread(thread.join, 5.0)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop may be closed by then
-        loop.call_soon_threadsafe(fn, *args)
 
 
 # -- small helpers -----------------------------------------------------------------------------------------

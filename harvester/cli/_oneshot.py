@@ -130,7 +130,8 @@ async def _harvest_all(
     cache: AuthCache,
     timeout: float | None,
 ) -> int:
-    from .._harvest import Harvester, harvest
+    from .._harvest import Harvester
+    from .._single_flight import harvest
 
     verbose = bool(options.get("verbose"))
     status = _Status(verbose)

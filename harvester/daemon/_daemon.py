@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -47,8 +47,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from cache import AuthCache, CacheError, SessionRecord, utcnow
 from harvester._exceptions import BrowserError, HarvestError
-from harvester._harvest import StepCallback
-from harvester._harvest import harvest as harvest_single_flight
+from harvester._single_flight import HarvesterLike, SingleFlight
 
 from ._logging import LOGGER_NAME, SecretRegistry, log_event
 from ._metrics import DaemonMetrics, Outcome
@@ -57,48 +56,12 @@ from ._server import StatusServer
 from ._settings import DaemonSettings
 from ._status import ProviderState, build_report, status_document, status_path, write_status
 
-if TYPE_CHECKING:
-    from harvester._harvest import Harvester
-    from harvester._recipes import Recipe
-
 logger = logging.getLogger(LOGGER_NAME)
 
 # How often the main loop wakes with nothing to do: the granularity of the idle-browser check.
 _TICK = 0.5
 # After cancelling, the harvests' own teardown (closing their tabs) gets this long.
 _CANCEL_GRACE = 2.0
-
-
-class HarvesterLike(Protocol):
-    """The part of ``harvester.Harvester`` the daemon (and ``harvester.harvest()`` for it) uses; tests pass a fake."""
-
-    @property
-    def browser_running(self) -> bool: ...
-
-    @property
-    def browser_restarts(self) -> int: ...
-
-    @property
-    def headful(self) -> bool: ...
-
-    @property
-    def timeout(self) -> float: ...
-
-    def resolve(
-        self, provider: str | None, *, url: str | None = None, name: str | None = None, base_url: str | None = None
-    ) -> Recipe: ...
-
-    async def harvest(
-        self,
-        provider: str | None,
-        *,
-        proxy: str | None = None,
-        timeout: float | None = None,
-        on_step: StepCallback | None = None,
-        recipe: Recipe | None = None,
-    ) -> SessionRecord: ...
-
-    async def close_browser(self) -> None: ...
 
 
 #: Builds the shared harvester for the settings; entering it starts nothing (the browser starts lazily).
@@ -168,6 +131,7 @@ class Daemon:
         self._rng: RandomSource = rng or random.Random()
         self.states: dict[str, ProviderState] = {name: ProviderState(name) for name in settings.providers}
         self._harvester: HarvesterLike | None = None
+        self._flight: SingleFlight | None = None  # every refresh goes through it (set with the harvester)
         self._browser_replacements = 0  # browsers the daemon closed after a BrowserError (a metric)
         self.metrics = DaemonMetrics(
             harvested_at=lambda: {n: s.record_harvested_at for n, s in self.states.items()},
@@ -233,6 +197,7 @@ class Daemon:
         try:
             async with AsyncExitStack() as stack:
                 self._harvester = await stack.enter_async_context(self._factory(self.settings))
+                self._flight = SingleFlight(self.cache, harvester=self._harvester)
                 # The server binds before anything is scheduled, so a taken port fails before any harvest.
                 if self.settings.listen:
                     self.server = StatusServer(
@@ -423,10 +388,10 @@ class Daemon:
                 del self._inflight[name]
 
     async def _refresh(self, name: str) -> datetime | None:
-        """Harvest one provider into the cache (via ``harvester.harvest()``) and return when to refresh it next."""
+        """Harvest one provider into the cache (via ``SingleFlight``) and return when to refresh it next."""
         spec = self.settings.providers.get(name)
-        harvester = self._harvester
-        if spec is None or harvester is None:
+        flight = self._flight
+        if spec is None or flight is None:
             return None
         state = self.states[name]
         state.running, state.next_run = True, None
@@ -437,19 +402,17 @@ class Daemon:
         started = time.monotonic()
         outcome: Outcome = "failure"
         try:
-            # Single flight with every other harvest of this provider, in this process (``harvest()``'s asyncio
-            # lock) and in others (the CLI: the cache's per-provider file lock). When another one ran while we
-            # waited, this returns the record it stored instead of running the browser again; else it stores ours.
-            record = await harvest_single_flight(
+            # Single flight with every other harvest of this provider, in this process and in others (the
+            # CLI, a provider client healing). When another one ran while we waited, this returns the record it
+            # stored instead of running the browser again; else it stores ours.
+            began = utcnow()
+            record = await flight.run(
                 name,
                 url=spec.url,
                 base_url=spec.base_url,
                 proxy=spec.proxy,
-                # Typed for the real Harvester; it only uses ``resolve``, ``harvest`` and ``headful`` (HarvesterLike).
-                harvester=cast("Harvester", harvester),
-                cache=self.cache,
-                force=False,
                 timeout=self.settings.harvest_timeout,
+                reuse=lambda cached: not cached.is_expired and cached.harvested_at >= began,
             )
             self._secrets.set(name, _record_secrets(record))
         except asyncio.CancelledError:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from cache import AuthCache, SessionRecord, generate_key
-from harvester._harvest import harvest
+from harvester import harvest
 from harvester.daemon import (
     Daemon,
     DaemonSettings,
