@@ -13,6 +13,10 @@ from ._record import SessionRecord
 FORMATS = ("json", "cookies.txt", "env", "curl", "header")
 
 
+class ExportError(ValueError):
+    """A record holds a value its export format cannot carry safely (a control character in a cookie)."""
+
+
 def to_json(record: SessionRecord) -> str:
     """The record's contract JSON, pretty-printed."""
     return orjson.dumps(record.to_json(), option=orjson.OPT_INDENT_2).decode()

@@ -10,9 +10,13 @@ Names are imported on first use, so ``import harvester`` stays cheap and never i
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# typing.TYPE_CHECKING without importing typing (mypy knows the name): the ``harvest`` command imports this
+# package before it can install its quiet Ctrl-C handler (harvester._entry), so it stays as light as it can be.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._classify import PageState, Verdict, classify
     from ._config import BrowserConfig, Config, DaemonConfig, ProviderConfig, load_config
     from ._exceptions import (

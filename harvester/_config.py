@@ -105,10 +105,11 @@ def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir("harvest")) / "config.toml"
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, *, required: bool = False) -> Config:
     """Load the TOML config from ``path`` (default :func:`default_config_path`).
 
-    A missing default file means all defaults; a missing explicit ``path`` is an error.
+    A missing default file means all defaults; a missing explicit ``path`` is an error, and so is a missing
+    default file with ``required`` (the daemon's reload: a file that vanished is not "no providers").
 
     Raises:
         ConfigError: unreadable, not TOML, an unknown key or a bad value; the message names the file, the
@@ -119,11 +120,13 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        if explicit:
+        if explicit or required:
             raise ConfigError(f"config file {file} does not exist", path=str(file)) from None
         return Config()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8", path=str(file)) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}", path=str(file)) from exc
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}", path=str(file)) from None
     return parse_config(text, path=file)
 
 

@@ -3,21 +3,28 @@
 ``harvest cache get NAME`` is what other tools run on every request, so it is dispatched here without click
 (which alone costs about a quarter of that command's start-up). Every other command line, including
 ``--help`` and any flag this parser does not know, goes to the click application unchanged.
+
+This is also the one place that turns what escapes a command into an exit code: Ctrl-C exits 130 quietly
+(also during the imports, before any command runs), a ``CacheError`` exits 3 with one line, and anything
+else is a bug in harvest: exit 70 with the traceback.
 """
 
 from __future__ import annotations
 
+# The C half of ``signal``: ``signal`` itself loads ``enum``, a tenth of the import time before ``main`` runs.
+import _signal as signal
+import os
 import sys
 
-from harvester.cli import _exit
-
-_EXPORT_FORMATS = ("json", "cookies.txt", "env", "curl", "header")
+# Keep the module's own imports to the standard library: they run before ``main`` can catch a Ctrl-C.
+_INTERRUPTED = 130
 
 
 def cache_get(path: str | None, name: str, fmt: str, fresh: bool) -> int:
     """Print one cached record in ``fmt``; return the exit code (shared by the click command)."""
     from cache import AuthCache, CacheError, utcnow
-    from cache._export import expires_in, render
+    from cache._export import ExportError, expires_in, render
+    from harvester.cli import _exit
 
     try:
         record = AuthCache.open(path=path).get(name)
@@ -34,7 +41,12 @@ def cache_get(path: str | None, name: str, fmt: str, fresh: bool) -> int:
         )
         if fresh:
             return _exit.NOT_FOUND
-    sys.stdout.write(render(record, fmt))
+    try:
+        text = render(record, fmt)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _exit.CACHE_ERROR
+    sys.stdout.write(text)
     return _exit.OK
 
 
@@ -52,8 +64,10 @@ def _parse_cache_get(args: list[str]) -> tuple[str, str, bool] | None:
         elif arg == "--fresh":
             fresh = True
         elif arg == "--format" or arg.startswith("--format="):
+            from cache._export import FORMATS
+
             fmt = arg.partition("=")[2] if "=" in arg else next(rest, None)
-            if fmt not in _EXPORT_FORMATS:
+            if fmt not in FORMATS:
                 return None
         elif arg.startswith("-") or name is not None:
             return None
@@ -64,11 +78,43 @@ def _parse_cache_get(args: list[str]) -> tuple[str, str, bool] | None:
     return name, fmt or "json", fresh
 
 
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    # Only imports have run (nothing written, no lock, no child process), so there is nothing to clean up, and
+    # exiting here spares the user a KeyboardInterrupt traceback out of whichever module was loading.
+    os._exit(_INTERRUPTED)
+
+
 def main() -> None:
     """Entry point of the ``harvest`` command."""
+    # A shell that starts us in the background sets SIGINT to "ignore"; that choice is the caller's to keep.
+    handles_sigint = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if handles_sigint:
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
     fast = _parse_cache_get(sys.argv[1:])
-    if fast is not None:
-        sys.exit(cache_get(None, *fast))
-    from harvester.cli import main as app
+    from harvester.cli import _exit
 
-    app()
+    if fast is None:
+        from harvester.cli._app import main as app
+    from cache import CacheError
+
+    if handles_sigint:
+        # From here on a command may hold a lock or run a browser: Ctrl-C unwinds it (KeyboardInterrupt, which
+        # asyncio.run turns into cancelling the work) before we exit.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if fast is not None:
+            sys.exit(cache_get(None, *fast))
+        app(prog_name="harvest")
+    except (KeyboardInterrupt, _exit.Interrupted):
+        code = _exit.INTERRUPTED
+    except CacheError as exc:  # every verb handles its own; this is the net under them
+        print(f"harvest: error: {exc}", file=sys.stderr)
+        code = _exit.CACHE_ERROR
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        print(f"harvest: internal error in harvest: {exc!r} (please report this)", file=sys.stderr)
+        code = _exit.INTERNAL_ERROR
+    sys.stderr.flush()
+    sys.exit(code)

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from . import _exit
+
 # name -> "module:attribute"; imported on first use.
 _SUBCOMMANDS = {
     "cache": "harvester.cli._cache:cache",
@@ -35,6 +37,17 @@ class _LazyGroup(click.Group):
         module_name, _, attr = target.partition(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
         return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # click turns Ctrl-C into "Aborted!" and exit 1; ours is exit 130, quietly (``harvester._entry``).
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _exit.Interrupted from None
+        except click.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):  # a prompt interrupted
+                raise _exit.Interrupted from None
+            raise
 
 
 @click.group(cls=_LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

@@ -53,6 +53,7 @@ def keygen() -> None:
 
 @cache.command()
 @click.pass_context
+@_cache_errors
 def path(ctx: click.Context) -> None:
     """Print the cache file's path."""
     click.echo(str(_open(ctx).path))

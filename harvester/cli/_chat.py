@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from harvester.cli._exit import PROVIDER_ERROR, USAGE
+from harvester.cli._exit import CACHE_ERROR, PROVIDER_ERROR, USAGE
 
 if TYPE_CHECKING:
     from cache import AuthCache
@@ -40,9 +40,15 @@ def _provider(name: str) -> type[Provider]:
 
 
 def _cache(ctx: click.Context) -> AuthCache:
+    from cache import CacheError
     from providers._session import open_cache
 
-    return open_cache((ctx.obj or {}).get("cache_path"))
+    try:
+        return open_cache((ctx.obj or {}).get("cache_path"))
+    except CacheError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(CACHE_ERROR)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _run(ctx: click.Context, make: Callable[[], Awaitable[T]]) -> T:
@@ -60,7 +66,10 @@ def _run(ctx: click.Context, make: Callable[[], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (ProviderError, CacheError) as exc:
+    except CacheError as exc:  # the cache itself (a wrong key, a lock timeout), not the provider
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(CACHE_ERROR)
+    except ProviderError as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(PROVIDER_ERROR)
     except ValueError as exc:

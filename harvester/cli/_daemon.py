@@ -69,14 +69,14 @@ def daemon(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     secrets = SecretRegistry()
     configure_logging(secrets, verbose=verbose)
     settings = _load_settings(config_path)
-    if not settings.providers:
-        click.echo("harvest daemon: warning: no [providers.NAME] table in the config; nothing to refresh", err=True)
-    cache = AuthCache.open(path=_cache_path(ctx))
     try:
+        cache = AuthCache.open(path=_cache_path(ctx))
         cache.list()  # fail now, not at the first refresh, on a wrong key or a corrupt file
     except CacheError as exc:
         click.echo(f"harvest daemon: {exc}", err=True)
         sys.exit(_exit.CACHE_ERROR)
+    if not settings.providers:
+        click.echo("harvest daemon: warning: no [providers.NAME] table in the config; nothing to refresh", err=True)
 
     def reload() -> Any:
         return _reload_settings(config_path)
@@ -97,7 +97,7 @@ def _reload_settings(config_path: Path | None) -> Any:
     from harvester._config import load_config
     from harvester.daemon import DaemonSettings
 
-    return DaemonSettings.from_config(load_config(config_path))
+    return DaemonSettings.from_config(load_config(config_path, required=True))
 
 
 @click.command()
@@ -105,17 +105,22 @@ def _reload_settings(config_path: Path | None) -> Any:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show, per provider: last success, last failure and its error, next run, record expiry."""
-    from harvester.daemon._status import build_report, read_status, status_path
+    from cache import default_cache_path
+    from harvester.daemon._status import StatusFileError, build_report, read_status, status_path
 
-    cache = AuthCache.open(path=_cache_path(ctx))
-    document = read_status(status_path(cache.path))
-    records: dict[str, SessionRecord] | None
+    records: dict[str, SessionRecord] | None = None
     cache_error: str | None = None
+    given = _cache_path(ctx)
+    cache_file = Path(given).expanduser() if given else default_cache_path()
     try:
-        records = {record.provider: record for record in cache.list()}
-    except CacheError as exc:
-        records, cache_error = None, str(exc)
-    report = build_report(document, records)
+        records = {record.provider: record for record in AuthCache.open(path=cache_file).list()}
+    except CacheError as exc:  # a wrong key, a corrupt file: the status file still says what the daemon did
+        cache_error = str(exc)
+    try:
+        report = build_report(read_status(status_path(cache_file)), records)
+    except StatusFileError as exc:
+        click.echo(f"harvest status: error: {exc}", err=True)
+        sys.exit(_exit.CACHE_ERROR)
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:

@@ -14,3 +14,11 @@ PROVIDER_ERROR = 8  # a provider API call failed (chat, models, image)
 SITE_UNREACHABLE = 9  # the site could not be reached at all (connection refused, DNS failure, unsafe port)
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in harvest; the traceback goes to stderr (please report it)
 INTERRUPTED = 130  # SIGINT, as shells report it
+
+
+class Interrupted(BaseException):
+    """Ctrl-C reached a command: exit ``INTERRUPTED`` quietly.
+
+    A ``BaseException`` other than ``KeyboardInterrupt``, so that click lets it through instead of printing
+    "Aborted!" and exiting 1.
+    """

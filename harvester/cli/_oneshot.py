@@ -1,7 +1,8 @@
 """``harvest --provider NAME`` (and ``--all``, ``--url``): harvest once into the cache and exit.
 
-The root click group in ``harvester/cli/__init__.py`` forwards its options to :func:`run`; this module only
-turns them into harvests, shows progress on stderr, and maps outcomes to exit codes.
+The root click group (``main`` in ``harvester/cli/_app.py``) forwards its options to :func:`run`; this module
+only turns them into harvests, shows progress on stderr, and maps outcomes to exit codes: with several
+targets, the worst (highest) code of them all.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from cache import AuthCache, CacheError, SessionRecord, utcnow
+from cache._export import expires_in
 from harvester.cli import _exit
 
 from .._config import Config, load_config
@@ -160,7 +162,7 @@ async def _harvest_all(
                 status.stop()
                 code = _exit.USAGE if isinstance(exc, ValueError) else exit_code_for(exc)
                 _error(f"{label}: {exc}")
-                worst = worst or code
+                worst = max(worst, code)  # a later, worse failure is not hidden behind an earlier one
                 continue
             finally:
                 status.stop()
@@ -171,25 +173,14 @@ async def _harvest_all(
 def summary_line(record: SessionRecord, *, elapsed: float, now: datetime) -> str:
     """One line about a record with no secrets: provider, cookie count, whether it has a key, expiry."""
     count = len(record.cookies)
+    expiry = expires_in(record, now)  # "never", "52 min" or "expired 2 min ago"
     parts = [
         f"{record.provider}: {count} cookie{'s' if count != 1 else ''}",
         f"api key {'yes' if record.api_key else 'no'}",
-        f"expires in {format_duration((record.expires_at - now).total_seconds()) if record.expires_at else 'never'}",
+        expiry if expiry.startswith("expired") else f"expires in {expiry}",
         f"{record.browser or 'browser'}, {elapsed:.1f} s",
     ]
     return ", ".join(parts)
-
-
-def format_duration(seconds: float) -> str:
-    """``3725`` -> ``1h 2m``; ``59`` -> ``59s``; negative -> ``0s``."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
 
 
 class _Status:

@@ -81,13 +81,74 @@ def write_status(path: Path, document: Mapping[str, Any]) -> None:
     atomic_write(path, data)
 
 
+class StatusFileError(ValueError):
+    """The status file is JSON but not a status document (hand-edited, or written by something else)."""
+
+
 def read_status(path: Path) -> dict[str, Any] | None:
-    """Return the status document, or None if there is none (or it is unreadable)."""
+    """Return the status document, or None if there is none (or it is unreadable).
+
+    Raises:
+        StatusFileError: the file is JSON of the wrong shape (the message names the path and the key).
+    """
     try:
         document = orjson.loads(path.read_bytes())
     except (FileNotFoundError, orjson.JSONDecodeError, OSError):
         return None
-    return document if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    try:
+        return check_status(document)
+    except StatusFileError as exc:
+        raise StatusFileError(f"{path}: not a status document: {exc}") from None
+
+
+_TIME_KEYS = ("last_success", "last_failure", "next_run", "record_harvested_at", "record_expires_at")
+_COUNT_KEYS = ("consecutive_failures", "harvests", "failures")
+
+
+def check_status(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a status document's types and times (pure); return it with every time normalised.
+
+    Raises:
+        StatusFileError: a key has the wrong type or a time is not a representable ISO-8601 time.
+    """
+    out = dict(document)
+    for key in ("started_at", "updated_at"):
+        out[key] = _time(document.get(key), key)
+    if not isinstance(document.get("running", False), bool):
+        raise StatusFileError("running must be true or false")
+    pid = document.get("pid")
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
+        raise StatusFileError("pid must be an integer")
+    providers = document.get("providers") or {}
+    if not isinstance(providers, dict):
+        raise StatusFileError("providers must be an object of provider names")
+    checked: dict[str, Any] = {}
+    for name, entry in providers.items():
+        if not isinstance(entry, dict):
+            raise StatusFileError(f"providers.{name} must be an object")
+        row = dict(entry)
+        for key in _TIME_KEYS:
+            row[key] = _time(entry.get(key), f"providers.{name}.{key}")
+        for key in _COUNT_KEYS:
+            value = entry.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise StatusFileError(f"providers.{name}.{key} must be a count")
+        if not isinstance(entry.get("running", False), bool):
+            raise StatusFileError(f"providers.{name}.running must be true or false")
+        if not isinstance(entry.get("last_error"), str | None):
+            raise StatusFileError(f"providers.{name}.last_error must be a string")
+        checked[name] = row
+    out["providers"] = checked
+    return out
+
+
+def _time(value: Any, key: str) -> str | None:
+    try:
+        return format_time(parse_time(value, key))
+    except (ValueError, OverflowError, OSError):  # OverflowError, OSError: a timestamp past the year 9999
+        raise StatusFileError(f"{key}: {repr(value)[:60]} is not a time") from None
 
 
 def _pid_alive(pid: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -443,3 +444,44 @@ async def test_refresh_gives_the_harvest_the_daemons_timeout(cache: AuthCache) -
     await _until(lambda: daemon.states["alpha"].harvests == 1)
     assert await _stop(daemon, task) == 0
     assert fake.timeouts == [7.5]
+
+
+def _write_config(data: bytes | None) -> Path:
+    """Write (None: delete) the config file at $HARVEST_CONFIG; return its path."""
+    config = Path(os.environ["HARVEST_CONFIG"])
+    config.parent.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        config.unlink()
+    else:
+        config.write_bytes(data)
+    return config
+
+
+@pytest.mark.parametrize("damage", ["missing", "not-utf8", "bad-toml"])
+async def test_sighup_with_the_config_gone_keeps_providers_and_counters(
+    cache: AuthCache, isolated_env: Path, damage: str
+) -> None:
+    """A reload from a default config file that vanished or went bad is logged; providers and counters stay."""
+    from harvester.cli._daemon import _reload_settings
+
+    config = _write_config(b'[providers.alpha]\nurl = "http://127.0.0.1:9/"\n')
+    fake = FakeHarvester(ttl=300.0)
+    secrets = SecretRegistry()
+    daemon = Daemon(
+        _settings("alpha"),
+        cache=cache,
+        harvester_factory=_factory(fake),
+        reload=lambda: _reload_settings(None),
+        secrets=secrets,
+    )
+    with captured_log(secrets) as log:
+        task = _start(daemon)
+        await _until(lambda: daemon.states["alpha"].harvests == 1)
+        _write_config({"missing": None, "not-utf8": b"\xff\xfe[", "bad-toml": b"[providers.alpha\n"}[damage])
+        daemon.request_reload()
+        await _until(lambda: "config.reload_failed" in log.getvalue())
+        assert list(daemon.states) == ["alpha"] and daemon.states["alpha"].harvests == 1
+        assert daemon._scheduler is not None and daemon._scheduler.get_job("alpha") is not None
+        assert await _stop(daemon, task) == 0
+    assert "config.reloaded" not in log.getvalue()
+    assert str(config) in log.getvalue() or "TOML" in log.getvalue()

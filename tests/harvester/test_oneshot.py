@@ -1,0 +1,44 @@
+"""`harvest` with several targets: the exit code is the worst of them, and the summary line (issue 9/10)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from cache import Cookie, SessionRecord, utcnow
+from harvester.cli import _exit
+from harvester.cli._oneshot import summary_line
+
+from .conftest import harvest_cmd
+
+Factory = Callable[..., Any]
+
+
+def test_several_targets_exit_with_the_worst_code(emulator_factory: Factory, harvest_env: dict[str, str]) -> None:
+    """A blocked provider (5) then a site that needs --headful (7) exits 7, not the first failure's 5."""
+    blocked = emulator_factory(variant="blocked")
+    interactive = emulator_factory(variant="interactive")
+    env = {**harvest_env, "HARVEST_CLOUDFLARE_BASE_URL": blocked.url, "HARVEST_CEREBRAS_BASE_URL": interactive.url}
+    out = subprocess.run(
+        harvest_cmd("--provider", "cloudflare", "--provider", "cerebras"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Access denied" in out.stderr and "--headful" in out.stderr
+    assert out.returncode == _exit.NEEDS_HEADFUL, out.stderr
+
+
+def test_summary_line_words_expiry_like_the_cache_list() -> None:
+    """The one-shot summary uses the cache's duration wording, and says "expired" for an expired record."""
+    now = utcnow()
+    record = SessionRecord(provider="cerebras", cookies=[Cookie("a", "b")], expires_at=now + timedelta(seconds=3725))
+    assert (
+        summary_line(record, elapsed=1.25, now=now)
+        == "cerebras: 1 cookie, api key no, expires in 62 min, browser, 1.2 s"
+    )
+    old = record.replace(expires_at=now - timedelta(seconds=120))
+    assert "expired 2 min ago" in summary_line(old, elapsed=1.0, now=now)
