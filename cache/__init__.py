@@ -10,25 +10,42 @@ It knows nothing of browsers or HTTP, and imports neither: other tools read it o
 
 from __future__ import annotations
 
-from ._cache import AuthCache
-from ._exceptions import CacheCorruptError, CacheError, CacheLockTimeout, WrongKeyError
-from ._keys import default_cache_path, default_key_file, generate_key
-from ._record import Cookie, SessionRecord, format_time, parse_time, utcnow
-from ._storage import atomic_write
+from ._cache import AuthCache, open_storage
+from ._exceptions import (
+    CacheConflictError,
+    CacheCorruptError,
+    CacheError,
+    CacheLockTimeout,
+    CacheUnavailableError,
+    WrongKeyError,
+)
+from ._keys import KeySource, default_cache_location, default_cache_path, default_key_file, generate_key
+from ._record import NAME_RULE, Cookie, RecordError, SessionRecord, format_time, normalize_name, parse_time, utcnow
+from ._storage import FileStorage, Storage, atomic_write
 
 __all__ = [
+    "NAME_RULE",
     "AuthCache",
+    "CacheConflictError",
     "CacheCorruptError",
     "CacheError",
     "CacheLockTimeout",
+    "CacheUnavailableError",
     "Cookie",
+    "FileStorage",
+    "KeySource",
+    "RecordError",
     "SessionRecord",
+    "Storage",
     "WrongKeyError",
     "atomic_write",
+    "default_cache_location",
     "default_cache_path",
     "default_key_file",
     "format_time",
     "generate_key",
+    "normalize_name",
+    "open_storage",
     "parse_time",
     "utcnow",
 ]

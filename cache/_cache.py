@@ -5,67 +5,119 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import CacheCorruptError, CacheError, WrongKeyError
+from ._exceptions import CacheConflictError, CacheCorruptError, CacheError, WrongKeyError
 from ._format import KdfParams, decode_key, decrypt, encrypt, read_header
-from ._keys import KeySource, default_cache_path, default_key_file, generate_key, write_key_file
-from ._record import SessionRecord
-from ._storage import FileStorage, StatToken
+from ._keys import KeySource, default_cache_location, default_key_file, generate_key, write_key_file
+from ._record import SessionRecord, check_name
+from ._storage import FileStorage, Storage, Version, os_errors
 
 DOCUMENT_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 10.0
+_CONFLICT_RETRIES = 5
 
 Updater = Callable[[SessionRecord | None], SessionRecord | None]
-_View = tuple["StatToken | None", dict[str, SessionRecord], "KdfParams | None"]
+_View = tuple["Version | None", dict[str, SessionRecord], "KdfParams | None"]
 _EMPTY: _View = (None, {}, None)
+
+
+def is_url(location: str) -> bool:
+    """True for a storage URL (``redis://``, ``rediss://``, ``unix://``) rather than a file path."""
+    return location.startswith(("redis://", "rediss://", "unix://"))
+
+
+def open_storage(location: str | os.PathLike[str] | None = None) -> Storage:
+    """The storage for a path or URL (default ``$HARVEST_CACHE``, else the platform user data dir)."""
+    text = os.fspath(location) if location is not None else default_cache_location()
+    if is_url(text):
+        from ._redis import RedisStorage  # only Redis users import redis-py
+
+        return RedisStorage.from_url(text)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return FileStorage(Path(text).expanduser())
 
 
 class AuthCache:
     """The encrypted session cache shared by the daemon, the CLI and other tools.
 
-    Reads take no lock: writers replace the file atomically, so a reader sees a whole old or a whole new file.
-    A read only decrypts again when the file's stat changed, so repeated ``get`` calls cost microseconds.
-    Every write is a read-modify-write under an exclusive inter-process lock.
+    Reads take no lock: writers replace the blob atomically, so a reader sees a whole old or a whole new one.
+    A read only decrypts again when the storage's version token changed, so repeated ``get`` calls cost
+    microseconds. Every write is a read-modify-write under the storage's exclusive lock, and the storage refuses a
+    write whose base version is no longer current (then it is retried), so no update is ever lost.
     """
 
-    def __init__(self, storage: FileStorage, keys: KeySource, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        key_source: KeySource | str | bytes | None = None,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        """Args:
+        storage: where the encrypted blob lives (``FileStorage``, ``RedisStorage`` or your own ``Storage``).
+        key_source: a ``KeySource``, a raw 32-byte key or its URL-safe base64 form; default: the environment.
+        lock_timeout: seconds to wait for another writer before raising ``CacheLockTimeout``.
+        """
         self._storage = storage
-        self._keys = keys
+        self._keys = key_source if isinstance(key_source, KeySource) else KeySource.resolve(key_source)
         self.lock_timeout = lock_timeout
-        # What we last read or wrote: (the file's stat token, its records, its KDF parameters). One attribute,
-        # replaced whole, so threads sharing this object never see a token paired with another read's records.
+        # What we last read or wrote: (the storage's version token, its records, its KDF parameters). One
+        # attribute, replaced whole, so threads sharing this object never see a token paired with another read.
         self._view: _View = _EMPTY
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str] | None = None, key: str | bytes | None = None, *, lock_timeout: float = 10.0
+        cls,
+        path_or_url: str | os.PathLike[str] | None = None,
+        *,
+        key: str | bytes | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        path: str | os.PathLike[str] | None = None,
     ) -> AuthCache:
         """Open the cache (nothing is read until the first call).
 
         Args:
-            path: the cache file; default ``$HARVEST_CACHE``, else the platform user data dir.
+            path_or_url: a cache file path, or ``redis://[:password@]host:port/db`` (also ``rediss://``,
+                ``unix:///path.sock``, each with an optional ``?prefix=NAME``); default ``$HARVEST_CACHE``, else
+                the platform user data dir. ``path=`` is the older spelling and still works.
             key: a raw 32-byte key or its URL-safe base64 form; default ``$HARVEST_CACHE_KEY``, else
                 ``$HARVEST_CACHE_PASSPHRASE``, else the key file (created on first write).
             lock_timeout: seconds to wait for another writer before raising ``CacheLockTimeout``.
         """
-        file_path = Path(path).expanduser() if path is not None else default_cache_path()
-        return cls(FileStorage(file_path), KeySource.resolve(key), lock_timeout=lock_timeout)
+        if path_or_url is not None and path is not None:
+            raise TypeError("AuthCache.open() takes path_or_url or path=, not both")
+        keys = KeySource.resolve(key)
+        return cls(open_storage(path_or_url if path_or_url is not None else path), keys, lock_timeout=lock_timeout)
+
+    @property
+    def storage(self) -> Storage:
+        """The storage under this cache."""
+        return self._storage
+
+    @property
+    def location(self) -> str:
+        """Where the cache lives: a file path, or a URL without its password."""
+        return self._storage.location
 
     @property
     def path(self) -> Path:
-        """The cache file."""
-        return self._storage.path
+        """The cache file (for a server-backed cache: a local directory for this host's state files)."""
+        return Path(getattr(self._storage, "path", self._storage.location))
 
     @property
     def key_origin(self) -> str:
         """Where the key comes from (an env var name or the key file path); never the key itself."""
         return self._keys.origin
 
+    def close(self) -> None:
+        """Release the storage's connections and threads (a no-op for a file)."""
+        self._storage.close()
+
     def __repr__(self) -> str:
-        return f"AuthCache(path={str(self.path)!r}, key={self.key_origin!r})"
+        return f"AuthCache(location={self.location!r}, key={self.key_origin!r})"
 
     # -- reads -------------------------------------------------------------------------------------------
 
@@ -79,7 +131,7 @@ class AuthCache:
         return [records[name] for name in sorted(records)]
 
     def _snapshot(self) -> dict[str, SessionRecord]:
-        token = self._storage.stat()
+        token = self._storage.version()
         if token is None:
             return {}
         view = self._view
@@ -95,23 +147,27 @@ class AuthCache:
         try:
             header = read_header(data)
             document = decrypt(data, header, self._keys.key_for(header.kdf))
-            records = {name: SessionRecord.from_json(raw) for name, raw in document["records"].items()}
+            # Records were validated when written; a legacy record that fails today's rules is refused at export.
+            records = {name: SessionRecord.from_json(raw, validate=False) for name, raw in document["records"].items()}
         except CacheCorruptError as exc:
             raise CacheCorruptError(
-                f"{self.path}: {exc}. It was left untouched; run `harvest cache reset` to move it aside "
+                f"{self.location}: {exc}. It was left untouched; run `harvest cache reset` to move it aside "
                 "and start empty.",
-                path=self.path,
+                path=self._file_path,
+                location=self.location,
             ) from None
         except WrongKeyError as exc:
             raise WrongKeyError(
-                f"{self.path}: {exc}. It was left untouched; set the key it was written with "
+                f"{self.location}: {exc}. It was left untouched; set the key it was written with "
                 f"(key source: {self.key_origin}), or run `harvest cache reset` to start empty.",
-                path=self.path,
+                path=self._file_path,
+                location=self.location,
             ) from None
         except ValueError as exc:
             raise CacheCorruptError(
-                f"{self.path}: a record is malformed ({exc}); run `harvest cache reset` to start empty.",
-                path=self.path,
+                f"{self.location}: a record is malformed ({exc}); run `harvest cache reset` to start empty.",
+                path=self._file_path,
+                location=self.location,
             ) from None
         self._view = view = (token, records, header.kdf)
         return view
@@ -119,17 +175,20 @@ class AuthCache:
     # -- writes ------------------------------------------------------------------------------------------
 
     def put(self, record: SessionRecord) -> None:
-        """Store a record under its provider name, replacing any older one."""
+        """Store a record under its provider name, replacing any older one (``ValueError`` if it is invalid)."""
+        record.validate()
         self._write(lambda records: records.__setitem__(record.provider, record))
 
     def delete(self, provider: str) -> bool:
         """Remove a provider's record; return whether there was one."""
+        check_name(provider)
         found: list[bool] = []
         self._write(lambda records: found.append(records.pop(provider, None) is not None))
         return found[0]
 
     def update(self, provider: str, fn: Updater) -> SessionRecord | None:
         """Read-modify-write one record under the lock; ``fn`` returns the new record, or None to delete it."""
+        check_name(provider)
         result: list[SessionRecord | None] = []
 
         def mutate(records: dict[str, SessionRecord]) -> None:
@@ -139,49 +198,62 @@ class AuthCache:
             else:
                 if new.provider != provider:
                     raise ValueError(f"update({provider!r}) returned a record for {new.provider!r}")
+                new.validate()
                 records[provider] = new
             result.append(new)
 
         self._write(mutate)
         return result[0]
 
-    def _write(self, mutate: Callable[[dict[str, SessionRecord]], Any], *, key: bytes | None = None) -> None:
-        with self._storage.lock(self.lock_timeout):
-            # Re-read under the lock: another process may have written since our last read. A file we
-            # cannot read raises here, before anything is written, so it is never overwritten.
-            _, current, kdf = self._load() if self._storage.stat() is not None else _EMPTY
-            records = dict(current)
-            mutate(records)
-            kdf = kdf or self._keys.new_kdf()
-            write_key = key or self._keys.key_for(kdf, create=True)
-            self._save(records, write_key, kdf)
+    @property
+    def _file_path(self) -> Path | None:
+        return getattr(self._storage, "path", None)
 
-    def _save(self, records: dict[str, SessionRecord], key: bytes, kdf: KdfParams) -> None:
+    def _write(self, mutate: Callable[[dict[str, SessionRecord]], Any]) -> None:
+        with self._storage.lock(self.lock_timeout):
+            for attempt in range(_CONFLICT_RETRIES):
+                # Re-read under the lock: another process may have written since our last read. A blob we
+                # cannot read raises here, before anything is written, so it is never overwritten.
+                base, current, kdf = self._load()
+                records = dict(current)
+                mutate(records)
+                kdf = kdf or self._keys.new_kdf()
+                try:
+                    self._save(records, self._keys.key_for(kdf, create=True), kdf, base)
+                    return
+                except CacheConflictError:
+                    # Only possible when the lock was lost (a Redis lock past its TTL): read again and redo.
+                    if attempt == _CONFLICT_RETRIES - 1:
+                        raise
+
+    def _save(self, records: dict[str, SessionRecord], key: bytes, kdf: KdfParams, base: Version | None) -> None:
         document = {
             "version": DOCUMENT_VERSION,
             "records": {name: rec.to_json() for name, rec in sorted(records.items())},
         }
-        self._storage.save(encrypt(document, key, kdf))
-        self._view = (self._storage.stat(), records, kdf)
+        token = self._storage.save(encrypt(document, key, kdf), base)
+        self._view = (token, records, kdf)
 
     # -- maintenance ---------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def harvest_lock(self, provider: str, timeout: float = 120.0) -> Iterator[None]:
-        """Hold the per-provider inter-process lock, so two harvests of one provider make one browser run."""
+        """Hold the per-provider inter-process lock, so two harvests of one provider make one browser run.
+
+        A sync context manager (single flight holds it from a thread); on Redis it is a Redis lock shared by
+        every node.
+        """
         with self._storage.named_lock(provider, timeout):
             yield
 
-    def reset(self) -> Path | None:
-        """Move the cache file aside as ``<name>.bad-<UTC timestamp>`` and start empty; return the new name."""
+    def reset(self) -> Path | str | None:
+        """Move the cache aside as ``<name>.bad-<UTC timestamp>`` and start empty; return the new name."""
         with self._storage.lock(self.lock_timeout):
-            if self._storage.stat() is None:
-                return None
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            target = self.path.with_name(f"{self.path.name}.bad-{stamp}")
-            os.replace(self.path, target)
+            moved = self._storage.move_aside()
             self._view = _EMPTY
-            return target
+        if moved is None:
+            return None
+        return Path(moved) if isinstance(self._storage, FileStorage) else moved
 
     def rotate_key(self, new_passphrase: str | None = None) -> str:
         """Re-encrypt the whole cache under a new key, atomically; return where the new key went.
@@ -190,13 +262,14 @@ class AuthCache:
         config path). With a passphrase, pass ``new_passphrase``; the new salt goes in the file header.
         """
         with self._storage.lock(self.lock_timeout):
-            records = dict(self._load()[1]) if self._storage.stat() is not None else {}
+            base, current, _ = self._load()
+            records = dict(current)
             if self._keys.uses_passphrase:
                 if not new_passphrase:
                     raise CacheError("this cache uses a passphrase: give the new one to rotate to")
                 new_keys = KeySource(passphrase=new_passphrase, origin="$HARVEST_CACHE_PASSPHRASE")
                 kdf = new_keys.new_kdf()
-                self._save(records, new_keys.key_for(kdf), kdf)
+                self._save(records, new_keys.key_for(kdf), kdf, base)
                 self._keys = new_keys
                 return "the new passphrase (update HARVEST_CACHE_PASSPHRASE)"
             key_file = self._keys.key_file or default_key_file()
@@ -204,10 +277,12 @@ class AuthCache:
             # Order matters for a crash: the new key is on disk (beside the old one) before any record is
             # encrypted under it, and the old key file is only replaced once the cache is.
             pending = key_file.with_name(key_file.name + ".new")
-            write_key_file(pending, text)
+            with os_errors("write the key file", pending):
+                write_key_file(pending, text)
             new_keys = KeySource(raw=decode_key(text), key_file=key_file, origin=str(key_file))
-            self._save(records, new_keys.key_for(KdfParams()), KdfParams())
-            os.replace(pending, key_file)
+            self._save(records, new_keys.key_for(KdfParams()), KdfParams(), base)
+            with os_errors("replace the key file", key_file):
+                os.replace(pending, key_file)
             self._keys = new_keys
             if os.environ.get("HARVEST_CACHE_KEY"):
                 return f"{key_file} (update HARVEST_CACHE_KEY from it: the old value no longer opens the cache)"

@@ -80,7 +80,8 @@ def to_header(record: SessionRecord) -> str:
 
 
 def render(record: SessionRecord, fmt: str) -> str:
-    """Render a record in one of ``FORMATS``."""
+    """Render a record in one of ``FORMATS`` (``RecordError`` if it breaks a rule: nothing is half-printed)."""
+    record.validate()
     if fmt == "json":
         return to_json(record) + "\n"
     if fmt == "cookies.txt":

@@ -38,6 +38,13 @@ _PREFIX = struct.Struct(">8sBH")  # magic, version, header length
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
+# What a header may ask for, checked before any work: a hostile header must not make us spend minutes or
+# gigabytes. n*r*128 bytes is scrypt's memory; p multiplies its time.
+SCRYPT_MAX_N = 2**20
+SCRYPT_MAX_R = 32
+SCRYPT_MAX_P = 16
+SCRYPT_MAXMEM = 256 * 1024 * 1024
+SALT_SIZES = range(8, 65)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +90,7 @@ def derive_key(passphrase: str, params: KdfParams) -> bytes:
         n=params.n,
         r=params.r,
         p=params.p,
-        maxmem=256 * 1024 * 1024,
+        maxmem=SCRYPT_MAXMEM + 1024 * 1024,
         dklen=KEY_SIZE,
     )
 
@@ -139,7 +146,7 @@ def read_header(data: bytes) -> Header:
         header = orjson.loads(header_bytes)
         kdf_name = header["kdf"]
         if kdf_name == "scrypt":
-            kdf = KdfParams("scrypt", base64.b64decode(header["salt"]), header["n"], header["r"], header["p"])
+            kdf = _scrypt_params(header)
         elif kdf_name == "none":
             kdf = KdfParams()
         else:
@@ -148,6 +155,27 @@ def read_header(data: bytes) -> Header:
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
         raise CacheCorruptError("the cache file header is not valid") from None
     return Header(version=version, kdf=kdf, key_id=kid, raw=data[: end + 4])
+
+
+def _scrypt_params(header: dict[str, Any]) -> KdfParams:
+    """Scrypt parameters from a header, checked against sane bounds (``CacheCorruptError`` otherwise)."""
+    n, r, p, salt_text = header["n"], header["r"], header["p"], header["salt"]
+    for name, value, high in (("n", n, SCRYPT_MAX_N), ("r", r, SCRYPT_MAX_R), ("p", p, SCRYPT_MAX_P)):
+        if type(value) is not int or not 1 <= value <= high:
+            raise CacheCorruptError(f"the cache file header asks for scrypt {name}={value!r} (allowed: 1 to {high})")
+    if n < 2 or n & (n - 1):
+        raise CacheCorruptError(f"the cache file header asks for scrypt n={n} (it must be a power of two)")
+    if 128 * n * r * p > SCRYPT_MAXMEM * 4 or 128 * n * r > SCRYPT_MAXMEM:
+        raise CacheCorruptError("the cache file header asks for more scrypt memory or time than allowed")
+    if not isinstance(salt_text, str):
+        raise CacheCorruptError("the cache file header's scrypt salt is not a string")
+    try:
+        salt = base64.b64decode(salt_text, validate=True)
+    except ValueError:
+        raise CacheCorruptError("the cache file header's scrypt salt is not base64") from None
+    if len(salt) not in SALT_SIZES:
+        raise CacheCorruptError(f"the cache file header's scrypt salt is {len(salt)} bytes (allowed: 8 to 64)")
+    return KdfParams("scrypt", salt, n, r, p)
 
 
 def decrypt(data: bytes, header: Header, key: bytes) -> dict[str, Any]:

@@ -6,11 +6,21 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._exceptions import WrongKeyError
+from ._exceptions import CacheError, WrongKeyError
 from ._format import KEY_SIZE, KdfParams, decode_key, derive_key, encode_key
-from ._storage import atomic_write
+from ._storage import atomic_write, make_dirs
 
 APP_NAME = "harvest"
+
+
+def default_cache_location() -> str:
+    """The cache: ``$HARVEST_CACHE`` (a path or a ``redis://`` URL), else the platform user data dir."""
+    env = os.environ.get("HARVEST_CACHE")
+    if env:
+        return env
+    import platformdirs
+
+    return str(platformdirs.user_data_path(APP_NAME) / "sessions.cache")
 
 
 def default_cache_path() -> Path:
@@ -86,7 +96,7 @@ class KeySource:
             return derived
         if self.raw is None and self.passphrase is None and self.key_file is not None:
             # Read lazily: another process may create the key file after this handle was opened.
-            if self.key_file.exists():
+            if self.key_file.is_file():
                 self.raw = _read_key_file(self.key_file)
             elif create:
                 self.raw = _create_key_file(self.key_file)
@@ -107,11 +117,17 @@ def _read_key_file(path: Path) -> bytes:
 def _create_key_file(path: Path) -> bytes:
     """Write a new key file with mode 0600; if another process won the race, use its key."""
     text = generate_key()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
+        make_dirs(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read_key_file(path)
+        if path.is_file():
+            return _read_key_file(path)
+        raise CacheError(f"cannot create the key file {path}: a parent is not a directory", path=path) from None
+    except OSError as exc:
+        raise CacheError(
+            f"cannot create the key file {path}: {exc.strerror or type(exc).__name__}", path=path
+        ) from None
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")
         handle.flush()
@@ -121,5 +137,5 @@ def _create_key_file(path: Path) -> bytes:
 
 def write_key_file(path: Path, text: str) -> None:
     """Atomically replace a key file with ``text`` (mode 0600)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_dirs(path.parent)
     atomic_write(path, (text + "\n").encode())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +29,66 @@ RECORD_KEYS = (
 )
 COOKIE_KEYS = ("name", "value", "domain", "path", "expires", "http_only", "secure", "same_site")
 
+#: What a record name (the provider, or ``--name``) must match, after lower-casing.
+NAME_RULE = "[a-z0-9][a-z0-9._-]{0,63}"
+_NAME = re.compile(NAME_RULE)
+#: Characters that would split a header or a cookies.txt line: never allowed in a cookie field or a header.
+_BAD_CHARS = re.compile("[\r\n\t\x00]")
+_BAD_NAMES = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\t": "a tab", "\x00": "a NUL byte"}
+#: Times a record may carry, in epoch seconds: 1970-01-01 to 9999-12-31 (beyond it, datetime overflows).
+MIN_EPOCH = 0.0
+MAX_EPOCH = 253402300799.0
+MAX_EXTRAS_DEPTH = 32
+
+
+class RecordError(ValueError):
+    """A record (or a part of it) breaks a rule; ``field`` names the part, the message says the rule."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def check_name(name: object, field: str = "name") -> str:
+    """Return ``name`` if it is a valid record name, else raise ``RecordError`` stating the rule."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RecordError(
+            field,
+            f"{name!r} is not a valid record name (lower-case letters, digits, '.', '_', '-'; must match {NAME_RULE})",
+        )
+    return name
+
+
+def normalize_name(name: str, field: str = "name") -> str:
+    """Lower-case a record name and check it against ``NAME_RULE``."""
+    return check_name(name.lower() if isinstance(name, str) else name, field)
+
+
+def _check_text(value: object, field: str) -> None:
+    if not isinstance(value, str):
+        raise RecordError(field, f"expected a string, got {type(value).__name__}")
+    bad = _BAD_CHARS.search(value)
+    if bad:
+        raise RecordError(field, f"contains {_BAD_NAMES[bad.group()]}; CR, LF, NUL and TAB are not allowed")
+
+
+def _check_epoch(value: float, field: str) -> float:
+    if not math.isfinite(value) or not MIN_EPOCH <= value <= MAX_EPOCH:
+        raise RecordError(field, f"{value!r} is out of range (epoch seconds from 0 to {MAX_EPOCH:.0f}, year 9999)")
+    return value
+
+
+def _check_depth(value: object, field: str) -> None:
+    """Refuse containers nested deeper than ``MAX_EXTRAS_DEPTH`` (iteratively: no recursion to overflow)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_EXTRAS_DEPTH:
+                raise RecordError(field, f"nested deeper than {MAX_EXTRAS_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
@@ -45,7 +107,7 @@ def parse_time(value: Any, key: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        return datetime.fromtimestamp(_check_epoch(value, key), UTC)
     if not isinstance(value, str):
         raise ValueError(f"{key}: expected an ISO-8601 string, got {type(value).__name__}")
     try:
@@ -54,7 +116,21 @@ def parse_time(value: Any, key: str) -> datetime | None:
         raise ValueError(f"{key}: {value!r} is not an ISO-8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        result = parsed.astimezone(UTC)
+    except OverflowError:
+        raise RecordError(key, f"{value!r} is out of range (1970 to 9999)") from None
+    _check_time(result, key)
+    return result
+
+
+_MIN_TIME = datetime.fromtimestamp(MIN_EPOCH, UTC)
+_MAX_TIME = datetime.fromtimestamp(MAX_EPOCH, UTC)
+
+
+def _check_time(value: datetime, field: str) -> None:
+    if not _MIN_TIME <= value <= _MAX_TIME:
+        raise RecordError(field, f"{format_time(value)!r} is out of range (1970 to 9999)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +173,8 @@ class Cookie:
         expires = data.get("expires")
         if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int | float)):
             raise ValueError("cookie.expires: expected epoch seconds or null")
+        if expires is not None and expires >= 0:
+            _check_epoch(expires, "cookie.expires")
         same_site = data.get("same_site")
         if same_site is not None and same_site not in ("Strict", "Lax", "None"):
             raise ValueError(f"cookie.same_site: {same_site!r} is not Strict, Lax or None")
@@ -137,6 +215,38 @@ class SessionRecord:
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"{name} must be an aware datetime")
+
+    def validate(self) -> SessionRecord:
+        """Check every rule a stored or exported record must meet; return self, or raise ``RecordError``.
+
+        The name matches ``NAME_RULE``; no cookie field, header name or value, user agent or API key holds CR, LF,
+        NUL or TAB (they would inject lines into headers and cookies.txt); times lie in 1970..9999; ``extras`` is
+        nested at most ``MAX_EXTRAS_DEPTH`` deep. Messages name the field, never a secret value.
+        """
+        check_name(self.provider, "provider")
+        for index, cookie in enumerate(self.cookies):
+            if not isinstance(cookie, Cookie):
+                raise RecordError(f"cookies[{index}]", "expected a Cookie")
+            _check_text(cookie.name, f"cookies[{index}].name")
+            label = f"cookies[{index}] ({cookie.name!r})"
+            _check_text(cookie.value, f"{label}.value")
+            _check_text(cookie.domain, f"{label}.domain")
+            _check_text(cookie.path, f"{label}.path")
+            if cookie.expires is not None and not cookie.expires < 0:  # NaN too
+                _check_epoch(cookie.expires, f"{label}.expires")
+        for name, value in self.headers.items():
+            _check_text(name, f"headers[{name!r}] (name)")
+            _check_text(value, f"headers[{name!r}]")
+        _check_text(self.user_agent, "user_agent")
+        if self.api_key is not None:
+            _check_text(self.api_key, "api_key")
+        _check_time(self.harvested_at, "harvested_at")
+        if self.expires_at is not None:
+            _check_time(self.expires_at, "expires_at")
+        if not isinstance(self.extras, dict):
+            raise RecordError("extras", "expected an object")
+        _check_depth(self.extras, "extras")
+        return self
 
     @property
     def is_expired(self) -> bool:
@@ -182,16 +292,25 @@ class SessionRecord:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SessionRecord:
-        """Build a record from its JSON form, raising ``ValueError`` that names the bad key."""
+    def from_json(cls, data: Mapping[str, Any], *, validate: bool = True) -> SessionRecord:
+        """Build a record from its JSON form, raising ``ValueError`` (a ``RecordError``) that names the bad key.
+
+        The provider name is lower-cased. ``validate=False`` skips :meth:`validate` (for records the cache
+        already checked when they were written; the shape is still checked).
+        """
         if not isinstance(data, Mapping):
             raise ValueError("record: expected a JSON object")
         unknown = set(data) - set(RECORD_KEYS)
         if unknown:
             raise ValueError(f"record: unknown keys {sorted(unknown)}")
         provider = data.get("provider")
-        if not isinstance(provider, str) or not provider:
+        if validate:
+            provider = normalize_name(provider, "provider")
+        elif not isinstance(provider, str) or not provider:
             raise ValueError("provider: expected a non-empty string")
+        extras_raw = data.get("extras")
+        if validate and extras_raw is not None:
+            _check_depth(extras_raw, "extras")
         cookies = data.get("cookies") or []
         if not isinstance(cookies, list):
             raise ValueError("cookies: expected a list")
@@ -207,7 +326,7 @@ class SessionRecord:
             value = data.get(key)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{key}: expected a string or null")
-        return cls(
+        record = cls(
             provider=provider,
             cookies=[Cookie.from_json(c) for c in cookies],
             user_agent=data.get("user_agent") or "",
@@ -221,6 +340,7 @@ class SessionRecord:
             harvested_at=parse_time(data.get("harvested_at"), "harvested_at") or utcnow(),
             expires_at=parse_time(data.get("expires_at"), "expires_at"),
         )
+        return record.validate() if validate else record
 
 
 def _mask_proxy(proxy: str | None) -> str | None:

@@ -22,12 +22,17 @@ _INTERRUPTED = 130
 
 def cache_get(path: str | None, name: str, fmt: str, fresh: bool) -> int:
     """Print one cached record in ``fmt``; return the exit code (shared by the click command)."""
-    from cache import AuthCache, CacheError, utcnow
-    from cache._export import ExportError, expires_in, render
+    from cache import AuthCache, CacheError, normalize_name, utcnow
+    from cache._export import expires_in, render
     from harvester.cli import _exit
 
     try:
-        record = AuthCache.open(path=path).get(name)
+        name = normalize_name(name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _exit.USAGE
+    try:
+        record = AuthCache.open(path).get(name)
     except CacheError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return _exit.CACHE_ERROR
@@ -43,9 +48,9 @@ def cache_get(path: str | None, name: str, fmt: str, fresh: bool) -> int:
             return _exit.NOT_FOUND
     try:
         text = render(record, fmt)
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return _exit.CACHE_ERROR
+    except ValueError as exc:  # a record stored before today's rules, e.g. a cookie value holding a newline
+        print(f"error: the cached {name} record cannot be exported: {exc}", file=sys.stderr)
+        return _exit.USAGE
     sys.stdout.write(text)
     return _exit.OK
 

@@ -14,6 +14,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from cache import normalize_name
+
 from ._exceptions import UnknownProviderError
 
 PROOF_COOKIE = "cf_clearance"
@@ -171,6 +173,9 @@ def resolve_recipe(
         recipe = RECIPES[provider]
         if name:
             recipe = dataclasses.replace(recipe, name=name)
+    checked = normalize_name(recipe.name)  # ValueError naming the rule: --name and hosts become cache keys
+    if checked != recipe.name:
+        recipe = dataclasses.replace(recipe, name=checked)
     origin = base_url or env_base_url(recipe.name, environ) or config_base_url
     return recipe.rebase(origin) if origin else recipe
 

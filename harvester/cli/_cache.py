@@ -8,12 +8,12 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 
-from cache import AuthCache, CacheError, SessionRecord, format_time, generate_key, utcnow
+from cache import AuthCache, CacheError, SessionRecord, format_time, generate_key, normalize_name, utcnow
 from cache._export import FORMATS, expires_in
 
 from . import _exit
@@ -35,9 +35,15 @@ def _cache_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _usage_error(message: str) -> NoReturn:
+    """Bad input: one line on stderr and exit 2 (click's UsageError would add three lines of usage)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(_exit.USAGE)
+
+
 def _open(ctx: click.Context) -> AuthCache:
     path = (ctx.find_root().obj or {}).get("cache_path")
-    return AuthCache.open(path=path)
+    return AuthCache.open(path)
 
 
 @click.group()
@@ -122,9 +128,9 @@ def put(ctx: click.Context, source: Any) -> None:
     try:
         record = SessionRecord.from_json(orjson.loads(source.read()))
     except orjson.JSONDecodeError as exc:
-        raise click.UsageError(f"{source.name}: not valid JSON ({exc})") from None
-    except ValueError as exc:
-        raise click.UsageError(f"{source.name}: {exc}") from None
+        _usage_error(f"{source.name}: not valid JSON ({exc})")
+    except ValueError as exc:  # RecordError names the field and the rule
+        _usage_error(f"{source.name}: {exc}")
     _open(ctx).put(record)
     click.echo(f"stored {record.provider} ({len(record.cookies)} cookies)", err=True)
 
@@ -135,6 +141,10 @@ def put(ctx: click.Context, source: Any) -> None:
 @_cache_errors
 def delete(ctx: click.Context, name: str) -> None:
     """Delete one record."""
+    try:
+        name = normalize_name(name)
+    except ValueError as exc:
+        _usage_error(str(exc))
     if not _open(ctx).delete(name):
         click.echo(f"error: no cached session for {name!r}", err=True)
         sys.exit(_exit.NOT_FOUND)

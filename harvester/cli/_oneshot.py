@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from cache import AuthCache, CacheError, SessionRecord, utcnow
+from cache import AuthCache, CacheError, SessionRecord, normalize_name, utcnow
 from cache._export import expires_in
 from harvester.cli import _exit
 
@@ -73,6 +73,12 @@ def run(**options: Any) -> int:
     if options.get("name") and not url and len(providers) > 1:
         _error("--name names one record: use it with --url or a single --provider")
         return _exit.USAGE
+    if options.get("name"):
+        try:
+            options["name"] = normalize_name(options["name"], "--name")
+        except ValueError as exc:
+            _error(str(exc))
+            return _exit.USAGE
     timeout: float | None = options.get("timeout")  # None: 30 s, or 300 s with --headful
     if timeout is not None and timeout <= 0:
         _error("--timeout must be positive")
