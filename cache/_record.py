@@ -59,7 +59,7 @@ def check_name(name: object, field: str = "name") -> str:
     return name
 
 
-def normalize_name(name: str, field: str = "name") -> str:
+def normalize_name(name: object, field: str = "name") -> str:
     """Lower-case a record name and check it against ``NAME_RULE``."""
     return check_name(name.lower() if isinstance(name, str) else name, field)
 

@@ -125,12 +125,13 @@ def get(ctx: click.Context, name: str, as_json: bool, fmt: str | None, fresh: bo
 @_cache_errors
 def put(ctx: click.Context, source: Any) -> None:
     """Import one record from a JSON file (or - for stdin), in the shape `get --json` prints."""
+    label = getattr(source, "name", "-")
     try:
         record = SessionRecord.from_json(orjson.loads(source.read()))
     except orjson.JSONDecodeError as exc:
-        _usage_error(f"{source.name}: not valid JSON ({exc})")
+        _usage_error(f"{label}: not valid JSON ({exc})")
     except ValueError as exc:  # RecordError names the field and the rule
-        _usage_error(f"{source.name}: {exc}")
+        _usage_error(f"{label}: {exc}")
     _open(ctx).put(record)
     click.echo(f"stored {record.provider} ({len(record.cookies)} cookies)", err=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from cache import AuthCache, Cookie, SessionRecord
+from cache import AuthCache, Cookie, SessionRecord, open_storage
 
 
 def writer(provider: str, count: int) -> None:
@@ -50,8 +50,20 @@ def generations() -> None:
         print(gen, flush=True)
 
 
+def hold(kind: str, name: str, seconds: float) -> None:
+    """Hold the cache's writer lock (``kind`` = "lock") or a named lock, say "held", then sleep."""
+    storage = open_storage()
+    lock = storage.lock(10) if kind == "lock" else storage.named_lock(name, 10)
+    with lock:
+        print("held", flush=True)
+        time.sleep(seconds)
+    storage.close()
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
+    if command == "hold":
+        hold(args[0], args[1], float(args[2]))
     if command == "writer":
         writer(args[0], int(args[1]))
     elif command == "reader":
