@@ -61,8 +61,8 @@ def keygen() -> None:
 @click.pass_context
 @_cache_errors
 def path(ctx: click.Context) -> None:
-    """Print the cache file's path."""
-    click.echo(str(_open(ctx).path))
+    """Print the cache file's path (or its URL, without the password)."""
+    click.echo(_open(ctx).location)
 
 
 def _summary(record: SessionRecord) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def rotate_key(ctx: click.Context) -> None:
     if c.key_origin == "$HARVEST_CACHE_PASSPHRASE":
         new_passphrase = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True)
     where = c.rotate_key(new_passphrase=new_passphrase)
-    click.echo(f"re-encrypted {c.path}; the new key is in {where}")
+    click.echo(f"re-encrypted {c.location}; the new key is in {where}")
 
 
 @cache.command()
@@ -173,6 +173,6 @@ def reset(ctx: click.Context) -> None:
     c = _open(ctx)
     moved = c.reset()
     if moved is None:
-        click.echo(f"no cache file at {c.path}; nothing to reset")
+        click.echo(f"no cache at {c.location}; nothing to reset")
     else:
-        click.echo(f"moved {c.path} aside to {moved}; the cache is now empty")
+        click.echo(f"moved {c.location} aside to {moved}; the cache is now empty")
