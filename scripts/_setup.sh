@@ -72,4 +72,13 @@ if ! command -v Xvfb >/dev/null 2>&1; then
     echo "No Xvfb found: the --headful tests will fail. Install it, e.g. 'sudo apt-get install xvfb'." >&2
   fi
 fi
+# The Redis backend's tests and `scripts/bench redis` start their own redis-server (never a system one).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if can_apt; then
+    echo "==> installing redis-server from the OS packages (apt-get install redis-server), for the Redis tests" >&2
+    apt_install redis-server
+  else
+    echo "No redis-server found: the Redis backend tests will fail. Install it, e.g. 'sudo apt-get install redis-server'." >&2
+  fi
+fi
 export PATH="$PWD/.venv/bin:$PATH"

@@ -1,0 +1,373 @@
+"""``RedisStorage``: the cache's blob on a Redis server shared by many hosts (selected by a ``redis://`` URL).
+
+Redis only ever holds ciphertext: ``AuthCache`` encrypts before ``save`` and decrypts after ``load``, with the same
+AEAD, key sources and key id as the file. Keys, under ``?prefix=`` (default ``harvest``)::
+
+    {prefix}:blob         the encrypted document (the file's bytes)
+    {prefix}:ver          a counter, INCRed by every write: the version token
+    {prefix}:changed      pub/sub channel: "<ver>:<1 if a blob exists else 0>" after every write
+    {prefix}:lock         the writer lock;   {prefix}:lock:<name>  a single-flight harvest lock
+    {prefix}:daemon:<id>  daemon heartbeats (with a TTL)
+
+Reads are local: a subscriber thread keeps the latest version number, so ``version()`` costs no round trip and a
+warm ``AuthCache.get`` stays in microseconds. If the server goes away, the last known version is kept, so readers
+go on answering from their decrypted view (logged once as stale) while the subscriber reconnects; only a reader
+that never had a view gets ``CacheUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+import redis.exceptions as rex
+
+from ._exceptions import CacheConflictError, CacheError, CacheLockTimeout, CacheUnavailableError
+
+log = logging.getLogger("harvest.cache")
+
+DEFAULT_PREFIX = "harvest"
+LOCK_TTL = 30.0  # seconds a lock survives its holder's death; extended every LOCK_TTL / 3 while held
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 5.0
+
+# Compare-and-set: write only if the blob is still at the version the caller read. KEYS: blob, ver.
+# ARGV: data, expected version ("" = no blob), channel. Returns the new version, or -1 on a conflict.
+_SAVE = """
+local present = redis.call('EXISTS', KEYS[1])
+local current = redis.call('GET', KEYS[2]) or '0'
+if ARGV[2] == '' then
+  if present == 1 then return -1 end
+elseif present == 0 or current ~= ARGV[2] then
+  return -1
+end
+redis.call('SET', KEYS[1], ARGV[1])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], v .. ':1')
+return v
+"""
+# Rename the blob aside. KEYS: blob, ver, aside. ARGV: channel. Returns 1, or 0 when there was no blob.
+_MOVE_ASIDE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[3])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1], v .. ':0')
+return 1
+"""
+
+
+def redact(url: str) -> str:
+    """The URL without its password (and without a user name paired with it)."""
+    parts = urlsplit(url)
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if user else f":***@{host}" if parts.password else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def split_url(url: str) -> tuple[str, str, float]:
+    """Split our ``?prefix=NAME&lock_ttl=SECONDS`` off a Redis URL: ``(url for redis-py, prefix, lock TTL)``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = DEFAULT_PREFIX
+    ttl_text = str(LOCK_TTL)
+    kept = []
+    for name, value in query:
+        if name == "prefix":
+            prefix = value
+        elif name == "lock_ttl":
+            ttl_text = value
+        else:
+            kept.append((name, value))
+    if not prefix or any(ch.isspace() or ch == ":" for ch in prefix):
+        raise CacheError(f"bad ?prefix= in the cache URL {redact(url)}: it must be a non-empty word")
+    try:
+        ttl = float(ttl_text)
+    except ValueError:
+        ttl = -1.0
+    if not 0.5 <= ttl <= 3600:
+        raise CacheError(f"bad ?lock_ttl= in the cache URL {redact(url)}: seconds from 0.5 to 3600")
+    query_text = urlencode(kept)
+    # Built by hand: urlunsplit drops the empty authority of unix:///path.sock.
+    plain = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query_text}" if query_text else "")
+    return plain, prefix, ttl
+
+
+class RedisStorage:
+    """The cache blob on Redis, with a local version kept fresh by pub/sub, and Redis locks."""
+
+    def __init__(
+        self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, location: str = "redis", lock_ttl: float = LOCK_TTL
+    ) -> None:
+        self._client = client
+        self.prefix = prefix
+        #: seconds a lock outlives a holder that died (extended every third of it while the holder lives)
+        self.lock_ttl = lock_ttl
+        self._location = location
+        self._blob = f"{prefix}:blob"
+        self._ver = f"{prefix}:ver"
+        self._channel = f"{prefix}:changed"
+        self._save_script = client.register_script(_SAVE)
+        self._move_script = client.register_script(_MOVE_ASIDE)
+        # The latest (version, blob present) we know of, written by the subscriber thread and by our own writes.
+        # Versions only grow, so a late message never rolls it back; a tuple is replaced whole (no lock needed).
+        self._known: tuple[int, bool] | None = None
+        self._subscribed = threading.Event()  # set while the subscriber is connected: _known is then current
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._stale_logged = False
+        self._down_until = 0.0  # after a failed round trip, serve the known view without retrying until then
+        self._start_lock = threading.Lock()  # guards starting the subscriber thread once
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStorage:
+        """Open ``redis://[:password@]host:port/db``, ``rediss://…`` or ``unix:///path.sock`` (``?prefix=NAME``)."""
+        plain, prefix, ttl = split_url(url)
+        try:
+            client = redis.Redis.from_url(
+                plain, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, retry_on_timeout=False
+            )
+        except ValueError as exc:
+            raise CacheError(f"bad cache URL {redact(url)}: {exc}") from None
+        return cls(client, prefix=prefix, location=redact(url), lock_ttl=ttl)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @property
+    def path(self) -> Path:
+        """A local path for this host's state files beside the cache (the daemon's status file)."""
+        import platformdirs
+
+        safe = "".join(ch if ch.isalnum() else "_" for ch in self._location.split("://", 1)[-1])
+        return platformdirs.user_data_path("harvest") / f"redis-{safe}-{self.prefix}.cache"
+
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client (the daemon's heartbeat uses it)."""
+        return self._client
+
+    # -- errors ----------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Map redis-py's errors to the cache's, naming the server and never its password."""
+        try:
+            yield
+        except rex.AuthenticationError:
+            raise CacheUnavailableError(
+                f"the cache server {self._location} refused our credentials (wrong password in the URL?)",
+                location=self._location,
+            ) from None
+        except rex.ResponseError as exc:
+            text = str(exc)
+            if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+                raise CacheUnavailableError(
+                    f"the cache server {self._location} refused our credentials ({text.split()[0]})",
+                    location=self._location,
+                ) from None
+            raise CacheError(f"the cache server {self._location} answered an error: {text}") from None
+        except rex.TimeoutError:
+            raise CacheUnavailableError(
+                f"the cache server {self._location} did not answer within {SOCKET_TIMEOUT:g} s",
+                location=self._location,
+            ) from None
+        except (rex.ConnectionError, OSError) as exc:
+            reason = _reason(exc)
+            raise CacheUnavailableError(
+                f"cannot reach the cache server {self._location}: {reason}", location=self._location
+            ) from None
+
+    # -- reads -------------------------------------------------------------------------------------------------
+
+    def version(self) -> int | None:
+        self._ensure_watcher()
+        known = self._known
+        if known is not None and (self._subscribed.is_set() or time.monotonic() < self._down_until):
+            return known[0] if known[1] else None  # no round trip: the subscriber keeps it current
+        try:
+            with self._errors():
+                pipe = self._client.pipeline(transaction=True)
+                pipe.get(self._ver)
+                pipe.exists(self._blob)
+                ver, present = pipe.execute()
+        except CacheUnavailableError:
+            if known is None:
+                raise
+            self._down_until = time.monotonic() + 1.0
+            if not self._stale_logged:
+                self._stale_logged = True
+                log.warning("cache.stale location=%s: serving the last good view until Redis is back", self._location)
+            return known[0] if known[1] else None
+        self._remember(int(ver or 0), bool(present))
+        self._stale_logged = False
+        return int(ver or 0) if present else None
+
+    def load(self) -> tuple[bytes | None, int | None]:
+        self._ensure_watcher()
+        with self._errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.get(self._blob)
+            pipe.get(self._ver)
+            data, ver = pipe.execute()
+        self._remember(int(ver or 0), data is not None)
+        if data is None:
+            return None, None
+        return bytes(data), int(ver or 0)
+
+    def _remember(self, ver: int, present: bool) -> None:
+        known = self._known
+        if known is None or ver >= known[0]:
+            self._known = (ver, present)
+
+    # -- writes ------------------------------------------------------------------------------------------------
+
+    def save(self, data: bytes, expected: Any = None) -> int:
+        with self._errors():
+            result = self._save_script(
+                keys=[self._blob, self._ver], args=[data, "" if expected is None else str(expected), self._channel]
+            )
+        if int(result) < 0:
+            raise CacheConflictError(f"{self._location} changed while it was being updated", location=self._location)
+        self._remember(int(result), True)
+        return int(result)
+
+    def move_aside(self) -> str | None:
+        from datetime import UTC, datetime
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = f"{self._blob}.bad-{stamp}"
+        with self._errors():
+            moved = self._move_script(keys=[self._blob, self._ver, aside], args=[self._channel])
+            ver = self._client.get(self._ver)
+        self._remember(int(ver or 0), False)
+        return aside if int(moved) else None
+
+    # -- locks -------------------------------------------------------------------------------------------------
+
+    def lock(self, timeout: float) -> contextlib.AbstractContextManager[None]:
+        return self._hold(
+            f"{self.prefix}:lock",
+            timeout,
+            f"another process held the cache lock on {self._location} for more than {timeout:g} s",
+        )
+
+    def named_lock(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        return self._hold(
+            f"{self.prefix}:lock:{name}",
+            timeout,
+            f"another harvest of {name!r} held its lock for more than {timeout:g} s",
+        )
+
+    @contextlib.contextmanager
+    def _hold(self, key: str, timeout: float, message: str) -> Iterator[None]:
+        """A Redis lock: random token, TTL, extended while held, released only by its owner (redis-py ``Lock``)."""
+        lock = self._client.lock(key, timeout=self.lock_ttl, sleep=0.005, blocking_timeout=timeout, thread_local=False)
+        with self._errors():
+            acquired = lock.acquire()
+        if not acquired:
+            raise CacheLockTimeout(message, location=self._location)
+        stop = threading.Event()
+        keeper = threading.Thread(
+            target=self._keep, args=(lock, stop, self.lock_ttl), name=f"harvest-lock-{key}", daemon=True
+        )
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join(SOCKET_TIMEOUT + 1)
+            with contextlib.suppress(rex.LockError, rex.ConnectionError, rex.TimeoutError, OSError):
+                lock.release()  # a lock that expired meanwhile is another owner's now: redis-py refuses to free it
+
+    @staticmethod
+    def _keep(lock: Any, stop: threading.Event, ttl: float) -> None:
+        """Extend the lock's TTL every third of it while the holder works (a dead holder stops extending)."""
+        while not stop.wait(ttl / 3):
+            with contextlib.suppress(rex.LockError, rex.ConnectionError, rex.TimeoutError, OSError):
+                lock.reacquire()
+
+    # -- the subscriber ----------------------------------------------------------------------------------------
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is not None or self._closing.is_set():
+            return
+        with self._start_lock:
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="harvest-cache-watch", daemon=True)
+                self._watcher.start()
+
+    def _watch(self) -> None:
+        """Follow the change channel; on any error mark the view unconfirmed and reconnect with backoff."""
+        delay = 0.05
+        while not self._closing.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                # Read the version only once subscribed: no write can fall between the two.
+                pipe = self._client.pipeline(transaction=True)
+                pipe.get(self._ver)
+                pipe.exists(self._blob)
+                ver, present = pipe.execute()
+                self._known = (int(ver or 0), bool(present))
+                self._subscribed.set()
+                if self._stale_logged:
+                    log.info("cache.reconnected location=%s", self._location)
+                    self._stale_logged = False
+                delay = 0.05
+                while not self._closing.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message and message.get("type") == "message":
+                        ver_text, _, flag = message["data"].decode().partition(":")
+                        self._remember(int(ver_text), flag == "1")
+            except (rex.RedisError, OSError, ValueError):
+                if self._subscribed.is_set():
+                    log.warning("cache.disconnected location=%s: reconnecting", self._location)
+                self._subscribed.clear()
+                if self._closing.wait(delay):
+                    break
+                delay = min(delay * 2, 2.0)
+            finally:
+                self._subscribed.clear()
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(2)
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+    def wait_for_version(self, ver: int, timeout: float) -> bool:
+        """Wait until this storage has heard of version ``ver`` (tests and the benchmark use it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            known = self._known
+            if known is not None and known[0] >= ver:
+                return True
+            time.sleep(0.001)
+        return False
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    if "name or service" in text.lower() or "nodename" in text.lower():
+        return "unknown host"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return "timed out"
+    if "No such file" in text:
+        return "no such socket"
+    return text.split(". ")[0][:120] or type(exc).__name__

@@ -1,0 +1,216 @@
+"""The cache on a real redis-server: every CLI verb, typed errors, pub/sub invalidation, stale reads and faults."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cache import AuthCache, CacheUnavailableError, SessionRecord, WrongKeyError, generate_key, open_storage
+from cache._redis import RedisStorage
+
+from .._redis import RedisServer, free_port
+from .test_cli import HARVEST
+from .test_record import SECRETS, make_record
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(location: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"HARVEST_CACHE": location}
+    return subprocess.run([HARVEST, *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+
+
+def test_every_cli_verb_works_on_redis(redis_location: str, redis_server: RedisServer) -> None:
+    """put, list, get (every format), path, rotate-key, delete and reset behave on Redis as on the file."""
+    record = make_record()
+    assert cli(redis_location, "cache", "put", "-", stdin=json.dumps(record.to_json())).returncode == 0
+    listed = cli(redis_location, "cache", "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["provider"] == "cerebras"
+    got = cli(redis_location, "cache", "get", "cerebras", "--json")
+    assert got.returncode == 0 and json.loads(got.stdout) == record.to_json()
+    for fmt in ("cookies.txt", "env", "curl", "header"):
+        assert cli(redis_location, "cache", "get", "cerebras", "--format", fmt).returncode == 0
+    path = cli(redis_location, "cache", "path")
+    assert path.returncode == 0 and redis_server.password not in path.stdout and ":***@127.0.0.1" in path.stdout
+    rotated = cli(redis_location, "cache", "rotate-key")
+    assert rotated.returncode == 0, rotated.stderr
+    assert AuthCache.open(redis_location).get("cerebras") == record
+    assert cli(redis_location, "cache", "delete", "cerebras").returncode == 0
+    assert cli(redis_location, "cache", "get", "cerebras").returncode == 1
+    AuthCache.open(redis_location).put(record)
+    reset = cli(redis_location, "cache", "reset")
+    assert reset.returncode == 0 and "bad-" in reset.stdout
+    assert AuthCache.open(redis_location).list() == []
+
+
+def test_redis_holds_only_ciphertext(redis_location: str) -> None:
+    """Nothing under the prefix holds a cookie, key, UA or header value in plaintext."""
+    cache = AuthCache.open(redis_location)
+    cache.put(make_record())
+    storage = cache.storage
+    assert isinstance(storage, RedisStorage)
+    client = storage.client
+    for key in client.scan_iter(f"{storage.prefix}:*"):
+        value = client.get(key) if client.type(key) == b"string" else b""
+        for secret in (*SECRETS, "cf_clearance", "Mozilla"):
+            assert secret.encode() not in (value or b"")
+    cache.close()
+
+
+def test_wrong_key_on_redis_is_the_same_wrong_key_error(redis_location: str) -> None:
+    """Another key reads as WrongKeyError, and its write leaves the blob untouched."""
+    AuthCache.open(redis_location).put(make_record())
+    storage = open_storage(redis_location)
+    before = storage.load()[0]
+    other = AuthCache.open(redis_location, key=generate_key())
+    with pytest.raises(WrongKeyError):
+        other.get("cerebras")
+    with pytest.raises(WrongKeyError):
+        other.put(make_record(provider="x"))
+    assert storage.load()[0] == before
+
+
+def test_wrong_password_is_exit_3_naming_the_server_not_the_password(redis_server: RedisServer) -> None:
+    """A wrong password: exit 3, one line naming host:port, and neither password appears anywhere."""
+    url = redis_server.url("wrongpw", password="not-the-password")
+    for args in (("cache", "list"), ("cache", "get", "x"), ("cache", "put", "-")):
+        result = cli(url, *args, stdin=json.dumps(make_record().to_json()))
+        assert result.returncode == 3, (args, result.stderr)
+        assert "127.0.0.1" in result.stderr and "credentials" in result.stderr
+        assert "not-the-password" not in result.stderr + result.stdout
+        assert redis_server.password not in result.stderr + result.stdout
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_unreachable_redis_at_start_is_exit_3() -> None:
+    """Nothing listening on the port: exit 3 with one line naming the server, for reads and writes."""
+    url = f"redis://:secret-pw@127.0.0.1:{free_port()}/0"
+    for args in (("cache", "list"), ("cache", "get", "x"), ("cache", "delete", "x")):
+        result = cli(url, *args)
+        assert result.returncode == 3 and "connection refused" in result.stderr, result.stderr
+        assert "secret-pw" not in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(CacheUnavailableError, match="cannot reach"):
+        AuthCache.open(url).get("x")
+
+
+def test_a_write_on_one_handle_reaches_another_by_pub_sub(redis_location: str) -> None:
+    """A reader's warm view is invalidated by another process's write, with no round trip per read meanwhile."""
+    reader = AuthCache.open(redis_location)
+    reader.put(make_record())
+    assert reader.get("cerebras") == make_record()
+    storage = reader.storage
+    assert isinstance(storage, RedisStorage)
+    assert storage._subscribed.wait(5)
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from cache import AuthCache; from tests.cache.test_record import make_record; "
+         "AuthCache.open(sys.argv[1]).put(make_record(api_key='changed'))", redis_location],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 5
+    while reader.get("cerebras").api_key != "changed":  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the write never reached the reader"
+        time.sleep(0.005)
+    reader.close()
+
+
+def test_readers_serve_their_view_while_redis_is_down_and_writers_recover(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis killed: a warm reader keeps answering (logged as stale), a writer fails typed, and both recover."""
+    url = own_redis.url("fault")
+    cache = AuthCache.open(url)
+    cache.put(make_record())
+    assert cache.get("cerebras") == make_record()
+    storage = cache.storage
+    assert isinstance(storage, RedisStorage) and storage._subscribed.wait(5)
+    caplog.set_level(logging.WARNING, logger="harvest.cache")
+    own_redis.kill()
+    deadline = time.monotonic() + 5
+    while storage._subscribed.is_set():  # the subscriber notices the lost connection
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for _ in range(50):
+        assert cache.get("cerebras") == make_record()
+    assert "cache.stale" in caplog.text
+    with pytest.raises(CacheUnavailableError):
+        cache.put(make_record(provider="other"))
+    with pytest.raises(CacheUnavailableError):
+        AuthCache.open(url).get("cerebras")  # a reader with no view has nothing to serve
+    own_redis.start()  # an empty server again (no persistence): the writer recovers
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            cache.put(make_record(provider="other"))
+            break
+        except CacheUnavailableError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert AuthCache.open(url).get("other") is not None
+    cache.close()
+
+
+def test_warm_get_on_redis_makes_no_round_trip(redis_location: str) -> None:
+    """Once subscribed, 2000 warm gets send no command to the server (the version comes from pub/sub)."""
+    cache = AuthCache.open(redis_location)
+    cache.put(make_record())
+    cache.get("cerebras")
+    storage = cache.storage
+    assert isinstance(storage, RedisStorage) and storage._subscribed.wait(5)
+    cache.get("cerebras")
+    before = storage.client.info("stats")["total_commands_processed"]
+    for _ in range(2000):
+        assert cache.get("cerebras") is not None
+    after = storage.client.info("stats")["total_commands_processed"]
+    assert after - before <= 3  # the INFO call itself, and at most a stray health check
+    cache.close()
+
+
+def test_lock_of_a_killed_holder_frees_within_its_ttl(redis_location: str) -> None:
+    """A process SIGKILLed while holding a harvest lock: another takes it within the TTL (2 s here), not before."""
+    env = os.environ | {"HARVEST_CACHE": redis_location}
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.cache._workers", "hold", "named", "cerebras", "60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        time.sleep(2.5)  # longer than the TTL: the holder's keeper thread has been extending it
+        storage = open_storage(redis_location)
+        from cache import CacheLockTimeout
+
+        with pytest.raises(CacheLockTimeout), storage.named_lock("cerebras", 0.3):
+            pass
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)
+    start = time.monotonic()
+    with storage.named_lock("cerebras", 10):
+        waited = time.monotonic() - start
+    assert waited <= 3.0
+    storage.close()
+
+
+def test_url_forms_and_bad_urls() -> None:
+    """unix:// and rediss:// select Redis; a bad prefix or lock_ttl is a one-line CacheError; the URL shows no password."""
+    from cache import CacheError
+
+    assert isinstance(open_storage("unix:///tmp/nope.sock?prefix=a"), RedisStorage)
+    assert isinstance(open_storage("rediss://:pw@127.0.0.1:1/0"), RedisStorage)
+    assert open_storage("redis://:pw@127.0.0.1:1/0").location == "redis://:***@127.0.0.1:1/0"
+    assert open_storage("redis://user:pw@127.0.0.1:1/0").location == "redis://user:***@127.0.0.1:1/0"
+    for bad in (
+        "redis://127.0.0.1:1/0?prefix=",
+        "redis://127.0.0.1:1/0?lock_ttl=0",
+        "redis://127.0.0.1:1/0?lock_ttl=x",
+    ):
+        with pytest.raises(CacheError):
+            open_storage(bad)
+    assert SessionRecord  # the record type is shared by both backends
