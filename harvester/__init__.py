@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._classify import PageState, Verdict, classify
-    from ._config import BrowserConfig, Config, DaemonConfig, ProviderConfig, load_config
+    from ._config import BrowserConfig, Config, DaemonConfig, ProviderConfig, ServerConfig, load_config
     from ._exceptions import (
         BlockedError,
         BrowserError,
@@ -50,6 +50,7 @@ _EXPORTS = {
     "ProviderConfig": "_config",
     "ProxyAuthError": "_exceptions",
     "Recipe": "_recipes",
+    "ServerConfig": "_config",
     "SingleFlight": "_single_flight",
     "UnknownProviderError": "_exceptions",
     "Verdict": "_classify",
@@ -76,6 +77,7 @@ __all__ = [
     "ProviderConfig",
     "ProxyAuthError",
     "Recipe",
+    "ServerConfig",
     "SingleFlight",
     "UnknownProviderError",
     "Verdict",

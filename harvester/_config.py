@@ -14,6 +14,11 @@ shutdown_timeout = 4        # seconds in-flight harvests get after SIGTERM
 [browser]
 path = "/usr/bin/chromium"  # optional; $HARVEST_BROWSER wins
 
+[server]                    # `harvest serve` (and the daemon's listen address)
+listen = "127.0.0.1:8191"   # FlareSolverr's port
+token = "..."               # Bearer token; $HARVEST_SERVER_TOKEN wins; or token_file = "/path"
+default_provider = "cerebras"  # optional: bare model ids of the OpenAI gateway go to this provider
+
 [providers.cerebras]
 base_url = "http://127.0.0.1:8765"   # optional, as --base-url ($HARVEST_CEREBRAS_BASE_URL wins)
 refresh_interval = 600               # optional
@@ -67,6 +72,16 @@ class BrowserConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """``[server]``: how ``harvest serve`` listens. The token is a secret, so it stays out of repr."""
+
+    listen: str = "127.0.0.1:8191"
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    default_provider: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     """``[providers.NAME]``: per-provider overrides. The proxy may hold a password, so it stays out of repr."""
 
@@ -83,6 +98,7 @@ class Config:
 
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     browser: BrowserConfig = field(default_factory=BrowserConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: MappingProxyType({}))
     path: Path | None = None
 
@@ -145,7 +161,7 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
             f"{where}: not valid TOML: {exc}", path=where, line=int(match.group(1)) if match else None
         ) from None
     checker = _Checker(text, where)
-    checker.only(data, "", {"daemon", "browser", "providers"})
+    checker.only(data, "", {"daemon", "browser", "server", "providers"})
 
     raw_daemon = checker.table(data, "daemon")
     checker.only(raw_daemon, "daemon", {"backend", "max_concurrent", "browser_idle_close", "listen", *_DAEMON_SECONDS})
@@ -175,6 +191,21 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
     checker.only(raw_browser, "browser", {"path"})
     browser = BrowserConfig(path=checker.value(raw_browser, "browser", "path", str, None))
 
+    raw_server = checker.table(data, "server")
+    checker.only(raw_server, "server", {"listen", "token", "token_file", "default_provider"})
+    server_listen = checker.value(raw_server, "server", "listen", str, "127.0.0.1:8191")
+    if not re.fullmatch(r"[^\s]+:\d{1,5}", server_listen):
+        checker.fail("server", "listen", f"must be HOST:PORT, not {server_listen!r}")
+    server_token = checker.value(raw_server, "server", "token", str, None)
+    if server_token is not None and not server_token.strip():
+        checker.fail("server", "token", "must not be empty")
+    server = ServerConfig(
+        listen=server_listen,
+        token=server_token,
+        token_file=checker.value(raw_server, "server", "token_file", str, None),
+        default_provider=checker.value(raw_server, "server", "default_provider", str, None),
+    )
+
     providers: dict[str, ProviderConfig] = {}
     for name, raw in checker.table(data, "providers").items():
         section = f"providers.{name}"
@@ -200,7 +231,7 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
             proxy=checker.value(raw, section, "proxy", str, None),
             url=url,
         )
-    return Config(daemon=daemon, browser=browser, providers=MappingProxyType(providers), path=path)
+    return Config(daemon=daemon, browser=browser, server=server, providers=MappingProxyType(providers), path=path)
 
 
 class _Checker:

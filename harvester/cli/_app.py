@@ -20,6 +20,7 @@ _SUBCOMMANDS = {
     "models": "harvester.cli._chat:models",
     "image": "harvester.cli._chat:image",
     "daemon": "harvester.cli._daemon:daemon",
+    "serve": "harvester.cli._serve:serve",
     "status": "harvester.cli._daemon:status",
 }
 
@@ -77,6 +78,7 @@ def main(ctx: click.Context, **options: Any) -> None:
     harvest cache list               what the cache holds (no secrets)
     harvest chat --provider NAME     stream an answer through the cached session
     harvest daemon                   keep every session fresh
+    harvest serve                    FlareSolverr /v1 and an OpenAI gateway over the cache
     """
     ctx.ensure_object(dict)
     ctx.obj["cache_path"] = options["cache_path"]
