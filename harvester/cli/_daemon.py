@@ -82,8 +82,13 @@ def daemon(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
         return _reload_settings(config_path)
 
     runner = Daemon(settings, cache=cache, reload=reload, secrets=secrets)
+    from harvester._exceptions import ConfigError
+
     try:
         code = asyncio.run(runner.serve())
+    except ConfigError as exc:  # [daemon] listen serves `harvest serve`'s app: off loopback it needs a token
+        click.echo(f"harvest daemon: {exc}", err=True)
+        sys.exit(_exit.USAGE)
     except OSError as exc:  # the status server's address is taken or not ours to bind
         if not settings.listen:
             raise

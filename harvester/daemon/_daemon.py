@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -52,9 +52,11 @@ from harvester._single_flight import HarvesterLike, SingleFlight
 from ._logging import LOGGER_NAME, SecretRegistry, log_event
 from ._metrics import DaemonMetrics, Outcome
 from ._schedule import RandomSource, backoff_delay, next_refresh
-from ._server import StatusServer
 from ._settings import DaemonSettings
 from ._status import ProviderState, build_report, status_document, status_path, write_status
+
+if TYPE_CHECKING:
+    from harvester.serve import ServeApp
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -140,7 +142,7 @@ class Daemon:
             ),
             browser_running=lambda: self._harvester is not None and self._harvester.browser_running,
         )
-        self.server: StatusServer | None = None
+        self.server: ServeApp | None = None
         self.started_at = utcnow()
         # Flags set by signal handlers (or by tests calling ``request_*``); only the main loop acts on them.
         self.should_exit = False
@@ -200,9 +202,16 @@ class Daemon:
                 self._flight = SingleFlight(self.cache, harvester=self._harvester)
                 # The server binds before anything is scheduled, so a taken port fails before any harvest.
                 if self.settings.listen:
-                    self.server = StatusServer(
+                    # The `harvest serve` app, sharing this daemon's cache and browser, plus /status.
+                    from harvester.serve import daemon_server
+
+                    self.server = daemon_server(
                         self.settings.listen,
-                        report=self.report,
+                        cache=self.cache,
+                        config=self.settings.config,
+                        harvester=self._harvester,
+                        flight=self._flight,
+                        status=self.report,
                         metrics=self.metrics.exposition,
                         healthy=lambda: not self.should_exit,
                     )

@@ -12,7 +12,7 @@ Modules: ``_app`` (state, middleware, lifecycle), ``_limits`` (caps and timeouts
 
 from __future__ import annotations
 
-from ._app import ServeApp, ServeState, build_app
+from ._app import ServeApp, ServeState, build_app, daemon_server
 from ._limits import Limits
 from ._metrics import ServeMetrics
 from ._settings import ServeSettings, is_loopback, parse_listen
@@ -24,6 +24,7 @@ __all__ = [
     "ServeSettings",
     "ServeState",
     "build_app",
+    "daemon_server",
     "is_loopback",
     "parse_listen",
 ]

@@ -60,6 +60,7 @@ class ServeState:
         cache: AuthCache,
         config: Config,
         harvester: Any | None = None,
+        flight: Any | None = None,
         on_secret: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -75,6 +76,7 @@ class ServeState:
             gate=Gate(settings.limits.max_browser_runs, "browser runs", settings.limits.retry_after),
             metrics=self.metrics,
             harvester=harvester,
+            flight=flight,
         )
         self.sessions = SessionTable(cache)
         self._on_secret = on_secret
@@ -251,8 +253,18 @@ def make_middleware(state: ServeState) -> Any:
 # -- the app and its lifecycle ------------------------------------------------------------------------------
 
 
-def build_app(state: ServeState) -> web.Application:
-    """The aiohttp application over ``state``: FlareSolverr, the OpenAI gateway, sessions, health, metrics."""
+def build_app(
+    state: ServeState,
+    *,
+    status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    extra_metrics: Callable[[], bytes] | None = None,
+    healthy: Callable[[], bool] | None = None,
+) -> web.Application:
+    """The aiohttp application over ``state``: FlareSolverr, the OpenAI gateway, sessions, health, metrics.
+
+    The daemon passes ``status`` (served at ``/status``), its own metrics (served before the server's at
+    ``/metrics``) and ``healthy`` (``/healthz`` answers 503 once it is false).
+    """
     from ._flaresolverr import FlareSolverr
     from ._openai import Gateway
     from ._records import Records
@@ -263,18 +275,29 @@ def build_app(state: ServeState) -> web.Application:
     records = Records(state)
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        ok = healthy() if healthy is not None else True
+        return web.json_response({"ok": ok}, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
-        response = web.Response(body=state.metrics.exposition())
+        body = state.metrics.exposition()
+        if extra_metrics is not None:
+            body = extra_metrics() + body  # two registries with distinct names: one valid exposition
+        response = web.Response(body=body)
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
+
+    async def status_handler(request: web.Request) -> web.Response:
+        assert status is not None
+        body = orjson.dumps(await status(), option=orjson.OPT_INDENT_2)
+        return web.Response(body=body, content_type="application/json")
 
     router = app.router
     router.add_get("/", flaresolverr.index)
     router.add_get("/health", flaresolverr.health)
     router.add_get("/healthz", healthz)
     router.add_get("/metrics", metrics)
+    if status is not None:
+        router.add_get("/status", status_handler)
     router.add_post("/v1", flaresolverr.handle)
     router.add_get("/v1/models", gateway.models)
     router.add_post("/v1/chat/completions", gateway.chat)
@@ -332,3 +355,28 @@ class ServeApp:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+
+def daemon_server(
+    listen: str,
+    *,
+    cache: AuthCache,
+    config: Config | None,
+    harvester: Any,
+    flight: Any = None,
+    status: Callable[[], Awaitable[dict[str, Any]]],
+    metrics: Callable[[], bytes],
+    healthy: Callable[[], bool],
+) -> ServeApp:
+    """The server the daemon runs on ``[daemon] listen``: this app, sharing the daemon's cache and browser,
+    plus the daemon's ``/status``, metrics and health.
+
+    Raises:
+        ConfigError: a non-loopback address without a token (see ``ServeSettings.resolve``).
+    """
+    from harvester._config import Config as _Config
+
+    config = config if config is not None else _Config()
+    settings = ServeSettings.resolve(config, listen=listen)
+    state = ServeState(settings, cache=cache, config=config, harvester=harvester, flight=flight)
+    return ServeApp(state, build_app(state, status=status, extra_metrics=metrics, healthy=healthy))

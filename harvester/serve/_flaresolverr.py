@@ -205,7 +205,7 @@ class FlareSolverr:
         only_cookies = bool(payload.get("returnOnlyCookies"))
         ran = False
         if not fresh:
-            record = await self._run(name, url=_origin_url(url, method), proxy=proxy, deadline=deadline)
+            record = await self._run(name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=record)
             ran = True
         assert record is not None
         if only_cookies:
@@ -214,7 +214,7 @@ class FlareSolverr:
             return self._solution(url, record, None, ran)
         fetched = await self._fetch(url, record, method, body, cookies, proxy, deadline)
         if fetched.challenged and not ran:
-            record = await self._run(name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=True)
+            record = await self._run(name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=record)
             ran = True
             fetched = await self._fetch(url, record, method, body, cookies, proxy, deadline)
         if fetched.challenged:
@@ -226,11 +226,11 @@ class FlareSolverr:
         return self._solution(url, record, fetched, ran)
 
     async def _run(
-        self, name: str, *, url: str, proxy: str | None, deadline: float, stale: bool = False
+        self, name: str, *, url: str, proxy: str | None, deadline: float, stale: SessionRecord | None
     ) -> SessionRecord:
         remaining = deadline - asyncio.get_running_loop().time()
         try:
-            return await self.state.runs.run(name, url=url, proxy=proxy, timeout=max(remaining, 1.0))
+            return await self.state.runs.run(name, url=url, proxy=proxy, stale=stale, timeout=max(remaining, 1.0))
         except Full:
             raise
         except HarvestError as exc:

@@ -75,6 +75,8 @@ def translate(exc: BaseException) -> GatewayError:
         return GatewayError(504, str(exc) or "the provider did not answer in time", "timeout")
     if isinstance(exc, MissingAuthError):
         return GatewayError(502, str(exc), "missing_session")
+    if isinstance(exc, ValueError):  # the clients' word for a bad argument (a provider that needs a base_url)
+        return GatewayError(400, str(exc), "invalid_request")
     return GatewayError(502, str(exc), "provider_error")
 
 
@@ -367,7 +369,7 @@ class Gateway:
 def _is_provider_error(exc: BaseException) -> bool:
     from providers import ProviderError
 
-    return isinstance(exc, ProviderError | TimeoutError)
+    return isinstance(exc, ProviderError | TimeoutError | ValueError)
 
 
 def _number(body: Mapping[str, Any], key: str) -> float | None:

@@ -1,8 +1,9 @@
 """Browser runs for the server: single flight per record, a cap on runs at once, one shared browser.
 
 100 requests for one site with no usable record make one browser run: the first starts it, the others join it.
-Across processes (another ``harvest serve``, the daemon), ``harvester.harvest()`` holds the cache's per-record
-lock and hands a waiter the record the winner stored. A run is shielded from the request that started it: a
+Across processes (another ``harvest serve``, the daemon), ``harvester.SingleFlight`` holds the cache's per-record
+lock and hands a waiter the record the winner stored (in the daemon, the daemon's own ``SingleFlight``, so its
+refreshes and the server's runs share one lock table). A run is shielded from the request that started it: a
 client that gives up (its ``maxTimeout``) does not cancel the run the others are waiting for.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from cache import AuthCache, SessionRecord
 from harvester._config import Config
-from harvester._harvest import Harvester, harvest
+from harvester._single_flight import HarvesterLike, SingleFlight
 from harvester.daemon._logging import log_event
 
 from ._limits import Gate
@@ -36,6 +37,7 @@ class BrowserRuns:
         gate: the cap on concurrent runs (joining a run takes no slot).
         metrics: counts runs by outcome.
         harvester: a shared harvester (the daemon's); default: one of our own, launched on first use.
+        flight: a shared single flight (the daemon's); default: one of our own over ``harvester``.
     """
 
     def __init__(
@@ -45,15 +47,16 @@ class BrowserRuns:
         config: Config,
         gate: Gate,
         metrics: ServeMetrics,
-        harvester: Any | None = None,
+        harvester: HarvesterLike | None = None,
+        flight: SingleFlight | None = None,
         idle_close: float = BROWSER_IDLE_CLOSE,
     ) -> None:
         self._cache = cache
         self._config = config
         self._gate = gate
         self._metrics = metrics
-        self._own = harvester is None
-        self._harvester = harvester
+        self._own = harvester is None and flight is None
+        self._flight = flight or SingleFlight(cache, harvester=harvester, config=config)
         self._idle_close = idle_close
         # Runs in flight by record name; the one table that decides who runs the browser in this process.
         self._tasks: dict[str, asyncio.Task[SessionRecord]] = {}
@@ -73,9 +76,13 @@ class BrowserRuns:
         url: str | None,
         provider: str | None = None,
         proxy: str | None,
+        stale: SessionRecord | None = None,
         timeout: float | None = None,
     ) -> SessionRecord:
         """Harvest ``name`` (from ``url``, or the recipe of ``provider``), or join the run already going on.
+
+        A record another process stored meanwhile is taken instead of harvesting when it is fresh, bound to
+        ``proxy`` and newer than ``stale`` (the record the caller found unusable).
 
         Raises:
             Full: a new run would pass the cap.
@@ -84,7 +91,9 @@ class BrowserRuns:
         task = self._tasks.get(name)
         if task is None:
             self._gate.enter()
-            task = asyncio.create_task(self._harvest(name, url, provider, proxy, timeout), name=f"serve-harvest-{name}")
+            task = asyncio.create_task(
+                self._harvest(name, url, provider, proxy, stale, timeout), name=f"serve-harvest-{name}"
+            )
             self._tasks[name] = task
             self.started += 1
             task.add_done_callback(lambda done: self._finished(name, done))
@@ -100,24 +109,24 @@ class BrowserRuns:
             self._arm_idle_close()
 
     async def _harvest(
-        self, name: str, url: str | None, provider: str | None, proxy: str | None, timeout: float | None
+        self,
+        name: str,
+        url: str | None,
+        provider: str | None,
+        proxy: str | None,
+        stale: SessionRecord | None,
+        timeout: float | None,
     ) -> SessionRecord:
-        if self._harvester is None:
-            self._harvester = Harvester(config=self._config)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
         log_event(logger, logging.INFO, "serve.harvest", name=name)
-        return await harvest(
-            provider,
-            url=url,
-            name=name,
-            proxy=proxy,
-            timeout=timeout,
-            cache=self._cache,
-            harvester=self._harvester,
-            config=self._config,
-        )
+
+        def newer(record: SessionRecord) -> bool:
+            fresh = not record.is_expired and (record.proxy or None) == (proxy or None)
+            return fresh and (stale is None or record.harvested_at > stale.harvested_at)
+
+        return await self._flight.run(provider, url=url, name=name, proxy=proxy, timeout=timeout, reuse=newer)
 
     def _arm_idle_close(self) -> None:
         if self._idle_timer is not None:
@@ -126,9 +135,9 @@ class BrowserRuns:
 
     def _close_idle(self) -> None:
         self._idle_timer = None
-        if self._tasks or self._harvester is None:
+        if self._tasks:
             return
-        task = asyncio.create_task(self._harvester.close_browser())
+        task = asyncio.create_task(self._flight.harvester.close_browser())
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
 
@@ -143,5 +152,5 @@ class BrowserRuns:
         for waiting in pending:
             with contextlib.suppress(BaseException):
                 await waiting
-        if self._own and self._harvester is not None:
-            await self._harvester.close()
+        if self._own:
+            await self._flight.aclose()

@@ -1,0 +1,154 @@
+"""The OpenAI-compatible gateway, driven by the openai SDK (sync and async, stream and not) and `curl -N`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+
+import openai
+import pytest
+
+from cache import AuthCache
+from providers import PROVIDERS
+from tests.emulator import EmulatorThread
+from tests.providers.conftest import make_record
+
+from .conftest import TOKEN, Server
+
+REPLY = "Hello from the freenetfly emulator. You said: hi there"
+MESSAGES = [{"role": "user", "content": "hi there"}]
+
+
+@pytest.fixture
+def gateway(
+    serve_factory: Callable[..., Server], emulator: EmulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Server]:
+    """A server whose providers all live on the emulator, with fresh freenetfly and deepinfra records."""
+    for name in PROVIDERS:
+        monkeypatch.setenv(f"HARVEST_{name.upper()}_BASE_URL", emulator.url)
+    cache = AuthCache.open()
+    cache.put(make_record("freenetfly", emulator.url))
+    cache.put(make_record("deepinfra", emulator.url))
+    yield serve_factory(token=TOKEN, default_provider="freenetfly")
+
+
+def _client(server: Server, **options: object) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=TOKEN, max_retries=0, **options)  # type: ignore[arg-type]
+
+
+def test_models_are_listed_as_provider_slash_model(gateway: Server) -> None:
+    """`/v1/models` lists every provider's models as `provider/model`, plus the default provider's bare ids."""
+    with _client(gateway) as client:
+        ids = [model.id for model in client.models.list()]
+    assert "freenetfly/gpt-4" in ids and "cerebras/llama3.1-8b" in ids and "deepinfra/stabilityai/sd3.5" in ids
+    assert "gpt-4" in ids  # the default provider's bare id
+
+
+def test_sync_completion_without_stream(gateway: Server) -> None:
+    """A non-streamed completion is one `chat.completion` with the text, `finish_reason` and `usage`."""
+    with _client(gateway) as client:
+        answer = client.chat.completions.create(model="freenetfly/gpt-4", messages=MESSAGES)  # type: ignore[arg-type]
+    assert answer.object == "chat.completion" and answer.model == "freenetfly/gpt-4"
+    assert answer.choices[0].message.content == REPLY and answer.choices[0].finish_reason == "stop"
+    assert answer.usage is not None and answer.usage.total_tokens > 0
+
+
+def test_sync_stream_ends_with_finish_reason_and_usage(gateway: Server) -> None:
+    """A streamed completion is `chat.completion.chunk`s whose deltas make the reply, then finish_reason and usage."""
+    with _client(gateway) as client:
+        chunks = list(client.chat.completions.create(model="gpt-4", messages=MESSAGES, stream=True))  # type: ignore[call-overload]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == REPLY
+    assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].usage.total_tokens > 0
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+
+
+async def test_async_stream_and_completion(gateway: Server) -> None:
+    """The async SDK streams and completes the same way."""
+    client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+    async with client:
+        stream = await client.chat.completions.create(model="freenetfly/gpt-4", messages=MESSAGES, stream=True)  # type: ignore[call-overload]
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        answer = await client.chat.completions.create(
+            model="freenetfly/gpt-4", messages=MESSAGES, temperature=0.2, max_tokens=50, stop=["\n"]
+        )  # type: ignore[arg-type]
+    assert text == REPLY and answer.choices[0].message.content == REPLY
+
+
+def test_errors_are_openai_errors_with_the_right_status(gateway: Server, emulator: EmulatorThread) -> None:
+    """Bad requests, tokens, models, rate limits and provider failures map to 400/401/404/429/502."""
+    with _client(gateway) as client:
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="freenetfly/no-such-model", messages=MESSAGES)  # type: ignore[arg-type]
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="nobody/model", messages=MESSAGES)  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="freenetfly/gpt-4", messages=[])
+        emulator.configure(rate_limit_next=10, retry_after=0.01)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="freenetfly/gpt-4", messages=MESSAGES)  # type: ignore[arg-type]
+        emulator.configure(rate_limit_next=0, fail_next=10, fail_status=500)
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model="freenetfly/gpt-4", messages=MESSAGES)  # type: ignore[arg-type]
+        assert caught.value.status_code == 502
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="wrong", max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+    status, _, body = gateway.call("POST", "/v1/chat/completions", raw=b"{oops")
+    assert status == 400 and body["error"]["type"] == "invalid_request_error" and "message" in body["error"]
+
+
+def test_an_error_after_the_first_byte_is_an_sse_error_event(gateway: Server, emulator: EmulatorThread) -> None:
+    """A stream cut off upstream ends with an SSE error event and `[DONE]`; the SDK raises while iterating."""
+    emulator.configure(stream_chunks=400, cut_stream=True)
+    body = json.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": True}).encode()
+    status, _, text = gateway.call("POST", "/v1/chat/completions", raw=body)
+    assert status == 200
+    events = [e for e in text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]" and '"error"' in events[-2]
+    with _client(gateway) as client, pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(model="freenetfly/gpt-4", messages=MESSAGES, stream=True):  # type: ignore[call-overload]
+            pass
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_streams(gateway: Server) -> None:
+    """`curl -N` gets the SSE stream, ending with `data: [DONE]`."""
+    body = json.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": True})
+    done = subprocess.run(
+        [
+            "curl",
+            "-sSN",
+            gateway.url + "/v1/chat/completions",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.startswith("data: {") and done.stdout.endswith("data: [DONE]\n\n")
+    assert '"chat.completion.chunk"' in done.stdout
+
+
+def test_images_as_b64_json_and_url(gateway: Server) -> None:
+    """`/v1/images/generations` answers `b64_json` (inline or downloaded) or `url`, per `response_format`."""
+    with _client(gateway) as client:
+        inline = client.images.generate(model="deepinfra/stabilityai/sd3.5", prompt="a cat", response_format="b64_json")
+        remote = client.images.generate(
+            model="deepinfra/black-forest-labs/FLUX-1-schnell", prompt="a cat", response_format="url"
+        )
+        fetched = client.images.generate(
+            model="deepinfra/black-forest-labs/FLUX-1-schnell", prompt="a cat", response_format="b64_json"
+        )
+    assert inline.data and base64.b64decode(inline.data[0].b64_json or "").startswith(b"\x89PNG")
+    assert remote.data and (remote.data[0].url or "").endswith(".png")
+    assert fetched.data and base64.b64decode(fetched.data[0].b64_json or "").startswith(b"\x89PNG")
