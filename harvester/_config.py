@@ -19,6 +19,9 @@ listen = "127.0.0.1:8191"   # FlareSolverr's port
 token = "..."               # Bearer token; $HARVEST_SERVER_TOKEN wins; or token_file = "/path"
 default_provider = "cerebras"  # optional: bare model ids of the OpenAI gateway go to this provider
 
+[cache]
+url = "redis://:PASSWORD@host:6379/0"  # optional: a cache path or redis:// URL; --cache and $HARVEST_CACHE win
+
 [providers.cerebras]
 base_url = "http://127.0.0.1:8765"   # optional, as --base-url ($HARVEST_CEREBRAS_BASE_URL wins)
 refresh_interval = 600               # optional
@@ -65,6 +68,13 @@ _DAEMON_SECONDS = {"min_margin": 60.0, "backoff_base": 30.0, "backoff_cap": 1800
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """``[cache]``: where the cache lives (a path or a ``redis://`` URL); ``--cache`` and ``$HARVEST_CACHE`` win."""
+
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BrowserConfig:
     """``[browser]``: which Chromium to launch."""
 
@@ -99,6 +109,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     browser: BrowserConfig = field(default_factory=BrowserConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: MappingProxyType({}))
     path: Path | None = None
 
@@ -119,6 +130,19 @@ def default_config_path() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("harvest")) / "config.toml"
+
+
+def cache_location(explicit: str | None) -> str | None:
+    """Where to open the cache: ``explicit`` (``--cache``), else None when ``$HARVEST_CACHE`` is set (the cache reads
+    it), else the config's ``[cache] url``. A config that cannot be read is left to the commands that need it."""
+    if explicit or os.environ.get("HARVEST_CACHE"):
+        return explicit
+    if not default_config_path().exists():
+        return None
+    try:
+        return load_config().cache.url
+    except ConfigError:
+        return None
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, required: bool = False) -> Config:
@@ -161,7 +185,7 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
             f"{where}: not valid TOML: {exc}", path=where, line=int(match.group(1)) if match else None
         ) from None
     checker = _Checker(text, where)
-    checker.only(data, "", {"daemon", "browser", "server", "providers"})
+    checker.only(data, "", {"daemon", "browser", "server", "cache", "providers"})
 
     raw_daemon = checker.table(data, "daemon")
     checker.only(raw_daemon, "daemon", {"backend", "max_concurrent", "browser_idle_close", "listen", *_DAEMON_SECONDS})
@@ -205,6 +229,9 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
         token_file=checker.value(raw_server, "server", "token_file", str, None),
         default_provider=checker.value(raw_server, "server", "default_provider", str, None),
     )
+    raw_cache = checker.table(data, "cache")
+    checker.only(raw_cache, "cache", {"url"})
+    cache = CacheConfig(url=checker.value(raw_cache, "cache", "url", str, None) or None)
 
     providers: dict[str, ProviderConfig] = {}
     for name, raw in checker.table(data, "providers").items():
@@ -231,7 +258,9 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
             proxy=checker.value(raw, section, "proxy", str, None),
             url=url,
         )
-    return Config(daemon=daemon, browser=browser, server=server, providers=MappingProxyType(providers), path=path)
+    return Config(
+        daemon=daemon, browser=browser, server=server, cache=cache, providers=MappingProxyType(providers), path=path
+    )
 
 
 class _Checker:

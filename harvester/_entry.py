@@ -31,6 +31,10 @@ def cache_get(path: str | None, name: str, fmt: str, fresh: bool) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return _exit.USAGE
+    if path is None and not os.environ.get("HARVEST_CACHE"):
+        from harvester._config import cache_location  # only without $HARVEST_CACHE: the config may name the cache
+
+        path = cache_location(None)
     try:
         record = AuthCache.open(path).get(name)
     except CacheError as exc:

@@ -64,7 +64,10 @@ class _LazyGroup(click.Group):
 )
 @click.option("--base-url", metavar="ORIGIN", help="Rebase every endpoint of the provider onto ORIGIN.")
 @click.option(
-    "--cache", "cache_path", metavar="PATH", help="Cache file (default: $HARVEST_CACHE or the user data dir)."
+    "--cache",
+    "cache_path",
+    metavar="PATH|URL",
+    help="Cache file or redis:// URL (default: $HARVEST_CACHE, [cache] url, or the user data dir).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log each step to stderr.")
 @click.version_option(package_name="harvest")
@@ -81,7 +84,9 @@ def main(ctx: click.Context, **options: Any) -> None:
     harvest serve                    FlareSolverr /v1 and an OpenAI gateway over the cache
     """
     ctx.ensure_object(dict)
-    ctx.obj["cache_path"] = options["cache_path"]
+    from .._config import cache_location
+
+    options["cache_path"] = ctx.obj["cache_path"] = cache_location(options["cache_path"])
     if ctx.invoked_subcommand is not None:
         return
     if not (options["providers"] or options["all_providers"] or options["url"]):

@@ -214,3 +214,22 @@ def test_url_forms_and_bad_urls() -> None:
         with pytest.raises(CacheError):
             open_storage(bad)
     assert SessionRecord  # the record type is shared by both backends
+
+
+def test_cache_url_from_flag_and_config(redis_location: str, tmp_path: Path) -> None:
+    """`--cache URL` and the config's `[cache] url` select Redis; $HARVEST_CACHE beats the config."""
+    AuthCache.open(redis_location).put(make_record())
+    env = {k: v for k, v in os.environ.items() if k != "HARVEST_CACHE"}
+    flag = subprocess.run([HARVEST, "--cache", redis_location, "cache", "get", "cerebras"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)  # fmt: skip
+    assert flag.returncode == 0, flag.stderr
+    Path(os.environ["HARVEST_CONFIG"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(os.environ["HARVEST_CONFIG"]).write_text(f'[cache]\nurl = "{redis_location}"\n')
+    for args in (("cache", "get", "cerebras"), ("cache", "list", "--json")):
+        result = subprocess.run([HARVEST, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+        assert result.returncode == 0 and "cerebras" in result.stdout, result.stderr
+    path = subprocess.run([HARVEST, "cache", "path"], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert path.stdout.startswith("redis://:***@")
+    file_env = env | {"HARVEST_CACHE": str(tmp_path / "f.cache")}
+    result = subprocess.run([HARVEST, "cache", "get", "cerebras"], capture_output=True, text=True, timeout=60, cwd=ROOT, env=file_env)  # fmt: skip
+    assert result.returncode == 1  # the env's empty file cache, not the config's Redis
