@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
-from ._base import Call, Provider, _send_retrying, _spawn
+from ._base import Provider
 from ._exceptions import MissingAuthError
-from ._heal import harvest_command
+from ._refresh import harvest_command
+
+if TYPE_CHECKING:
+    from cache import SessionRecord
+
+    from ._client import Call
 
 
 class Cerebras(Provider):
@@ -33,7 +37,7 @@ class Cerebras(Provider):
         if call.identity.api_key:
             return
         request = cls._request(call, "GET", call.url(cls.session_path, api=False))
-        response = await _send_retrying(call, request)
+        response = await call.send(request)
         body = await response.aread()
         await response.aclose()
         try:
@@ -48,12 +52,12 @@ class Cerebras(Provider):
                 provider=cls.name(),
             )
         call.identity.api_key = key
-        record, cache = call.identity.record, call.cache
-        if record is not None and cache is not None:
+        record = call.identity.record
+        if record is not None:
             # Keep the key with the record it belongs to, so the next call skips this round trip.
-            def remember(current):  # type: ignore[no-untyped-def]
+            def remember(current: SessionRecord | None) -> SessionRecord | None:
                 if current is None or current.harvested_at != record.harvested_at:
                     return current
                 return current.replace(api_key=key)
 
-            _spawn(asyncio.to_thread(cache.update, cls.name(), remember))
+            call.remember(remember)

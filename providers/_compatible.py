@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from ._base import Provider
-from ._config import ClientConfig
 
 
 class OpenAICompatible(Provider):
@@ -19,7 +19,7 @@ class OpenAICompatible(Provider):
     models: ClassVar[list[str]] = []
 
     @classmethod
-    def get_model(cls, model: str | None) -> str:
+    def get_model(cls, model: str | None, *, live: Iterable[str] = ()) -> str:
         """Any name is passed through: the server knows its own models."""
         if not model:
             raise ValueError("OpenAICompatible needs a model name")
@@ -27,7 +27,7 @@ class OpenAICompatible(Provider):
 
     @classmethod
     def _origins(cls, base_url: str | None) -> tuple[str, str, str | None]:
-        base = base_url or ClientConfig.from_env(cls.name()).base_url
+        base = base_url
         if not base:
             raise ValueError("OpenAICompatible needs base_url (or HARVEST_OPENAICOMPATIBLE_BASE_URL)")
         base = base.rstrip("/")

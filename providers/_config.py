@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cache._origin import base_url_variable
+
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
@@ -16,7 +18,6 @@ class ClientConfig:
 
     @classmethod
     def from_env(cls, provider: str, environ: Mapping[str, str] | None = None) -> ClientConfig:
-        """Read ``HARVEST_<PROVIDER>_BASE_URL`` (provider name upper-cased, ``-`` as ``_``)."""
+        """Read ``HARVEST_<PROVIDER>_BASE_URL`` (the variable the harvester reads too: ``cache._origin``)."""
         env = os.environ if environ is None else environ
-        name = provider.upper().replace("-", "_")
-        return cls(base_url=env.get(f"HARVEST_{name}_BASE_URL") or None)
+        return cls(base_url=env.get(base_url_variable(provider)) or None)

@@ -14,6 +14,9 @@ from ._types import ImageResponse, Messages
 if TYPE_CHECKING:
     from cache import AuthCache
 
+    from ._client import Call
+    from ._transport import Request
+
 
 def image_prompt(messages: Messages) -> str:
     """The prompt of an image request: the last user message's text."""
@@ -35,7 +38,6 @@ class DeepInfra(Provider):
     chat_path = "/v1/openai/chat/completions"
     models_path = "/models/featured"
     inference_path = "/v1/inference/"
-    needs_auth = True
     send_origin = True
     headers: ClassVar[dict[str, str]] = {"X-Deepinfra-Source": "web-embed"}
     default_model = "meta-llama/Meta-Llama-3.1-70B-Instruct"
@@ -80,21 +82,23 @@ class DeepInfra(Provider):
         extra_body: Mapping[str, Any] | None = None,
         cache: AuthCache | None = None,
     ) -> ImageResponse:
-        """Generate images for ``prompt``; the answer holds URLs or ``data:`` URIs.
+        """Generate images for ``prompt``; the answer holds URLs or ``data:`` URIs (``Client.image`` on the
+        loop's default client).
 
         Raises:
             ModelNotFoundError, MissingAuthError, ResponseStatusError, ProviderError (no image in the answer).
         """
-        model = cls.get_model(model or cls.default_image_model)
-        call = cls._new_call(base_url=base_url, proxy=proxy, timeout=timeout, api_key=api_key, cache=cache)
-        body = {"prompt": prompt, **(extra_body or {})}
-        url = call.url(cls.inference_path + model)
-        response = await cls._send(call, lambda c: cls._request(c, "POST", url, body))
-        try:
-            raw = await response.aread()
-        finally:
-            await response.aclose()
-            cls._remember_cookies(call, response)
+        client = cls.client(cache=cache, base_url=base_url, proxy=proxy)
+        return await client.image(prompt, model, api_key=api_key, timeout=timeout, extra_body=extra_body)
+
+    @classmethod
+    def _image_request(cls, call: Call, model: str, prompt: str, extra_body: Mapping[str, Any] | None) -> Request:
+        return cls._request(
+            call, "POST", call.url(cls.inference_path + model), {"prompt": prompt, **(extra_body or {})}
+        )
+
+    @classmethod
+    def _image_response(cls, raw: bytes, prompt: str, model: str) -> ImageResponse:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -105,7 +109,3 @@ class DeepInfra(Provider):
         if not images:
             raise ProviderError(f"deepinfra: no image in the answer: {short_body(raw, 120)}", provider=cls.name())
         return ImageResponse(tuple(str(image) for image in images), prompt, model)
-
-    @classmethod
-    async def _image_from_messages(cls, model: str, messages: Messages, **kwargs: Any) -> ImageResponse:
-        return await cls.create_async_image(image_prompt(messages), model, **kwargs)

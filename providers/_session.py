@@ -1,20 +1,17 @@
 """Turning a cached ``SessionRecord`` into what a request sends, and ``Set-Cookie`` answers back into a record.
 
-Pure functions, plus ``open_cache`` which memoises ``AuthCache.open`` (opening resolves the key source, which
-is not free, and a record read is then a ``stat`` unless the file changed).
+Pure functions: no I/O and no state.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cache import AuthCache, Cookie, SessionRecord
+    from cache import Cookie, SessionRecord
 
 #: The curl_cffi target used when a record does not name one (or there is no record).
 DEFAULT_IMPERSONATE = "chrome"
@@ -35,7 +32,7 @@ _NOT_REPLAYED = frozenset(
 
 
 @dataclass(slots=True)
-class Identity:
+class RequestIdentity:
     """Who a request claims to be: the browser identity of a record, or the fallback one."""
 
     record: SessionRecord | None
@@ -61,7 +58,7 @@ def identity_for(
     api_key: str | None = None,
     proxy: str | None = None,
     impersonate: bool = True,
-) -> Identity:
+) -> RequestIdentity:
     """Build the identity of one call; explicit arguments win over the record's values."""
     if record is not None and record.user_agent:
         user_agent = record.user_agent
@@ -75,7 +72,7 @@ def identity_for(
         target = (record.impersonate if record is not None else None) or DEFAULT_IMPERSONATE
     if cookies:
         jar.update(cookies)
-    return Identity(
+    return RequestIdentity(
         record=record,
         user_agent=user_agent,
         headers=headers,
@@ -149,35 +146,3 @@ def _with_domain(cookie: Cookie, domain: str) -> Cookie:
     from dataclasses import replace
 
     return replace(cookie, domain=domain)
-
-
-_CACHE_VARS = ("HARVEST_CACHE", "HARVEST_CACHE_KEY", "HARVEST_CACHE_PASSPHRASE", "HARVEST_CACHE_KEY_FILE")
-_ENCODED_VARS = tuple(os.environ.encodekey(name) for name in _CACHE_VARS)  # type: ignore[attr-defined]
-_caches: dict[tuple[object, ...], AuthCache] = {}
-# Protects `_caches`: CLI threads and event loops in other threads may open the cache at once.
-_caches_lock = threading.Lock()
-
-
-def _cache_env() -> tuple[object, ...]:
-    """The values of ``_CACHE_VARS``. Read from ``os.environ``'s own dict where CPython has one, since every API
-    call asks: ``os.environ.get`` encodes the name and decodes the value, ten times the cost of the lookup."""
-    data = getattr(os.environ, "_data", None)
-    if type(data) is dict:
-        return tuple(map(data.get, _ENCODED_VARS))
-    return tuple(os.environ.get(name) for name in _CACHE_VARS)
-
-
-def open_cache(path: str | os.PathLike[str] | None = None) -> AuthCache:
-    """Return one ``AuthCache`` per cache path for the whole process."""
-    # The cache's own defaults come from these variables, so they are part of what identifies "the" cache.
-    key = (path if path is None else os.fspath(path), *_cache_env())
-    cache = _caches.get(key)  # a dict read is atomic; the lock only orders the first opening
-    if cache is not None:
-        return cache
-    from cache import AuthCache
-
-    with _caches_lock:
-        cache = _caches.get(key)
-        if cache is None:
-            cache = _caches[key] = AuthCache.open(path)
-        return cache

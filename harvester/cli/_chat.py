@@ -1,6 +1,6 @@
 """``harvest chat``, ``harvest models`` and ``harvest image``: the provider clients on the command line.
 
-The commands only forward flags; the work is in ``providers``. Every ``ProviderError`` becomes exit code
+The commands only forward flags to a ``providers.Client``; the work is in ``providers``. Every ``ProviderError`` becomes exit code
 ``PROVIDER_ERROR`` with its message (a ``MissingAuthError`` names the harvest command to run).
 """
 
@@ -10,7 +10,7 @@ import asyncio
 import base64
 import hashlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,7 +20,7 @@ from harvester.cli._exit import CACHE_ERROR, PROVIDER_ERROR, USAGE
 
 if TYPE_CHECKING:
     from cache import AuthCache
-    from providers import Provider
+    from providers import Client, ImageResponse, Provider
 
 T = TypeVar("T")
 
@@ -40,32 +40,29 @@ def _provider(name: str) -> type[Provider]:
 
 
 def _cache(ctx: click.Context) -> AuthCache:
-    from cache import CacheError
-    from providers._session import open_cache
+    from cache import AuthCache, CacheError
 
     try:
-        return open_cache((ctx.obj or {}).get("cache_path"))
+        return AuthCache.open((ctx.obj or {}).get("cache_path"))
     except CacheError as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(CACHE_ERROR)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _run(ctx: click.Context, make: Callable[[], Awaitable[T]]) -> T:
-    """Run one coroutine, closing the loop's transport after it; provider errors exit with PROVIDER_ERROR."""
-    from cache import CacheError
-    from providers import ProviderError, close_transport
-    from providers._base import wait_background
+def _client(provider: type[Provider], cache: AuthCache, base_url: str | None, proxy: str | None = None) -> Client:
+    from providers import Client
 
-    async def main() -> T:
-        try:
-            return await make()
-        finally:
-            await wait_background()
-            await close_transport()
+    return Client(provider, cache=cache, base_url=base_url, proxy=proxy)
+
+
+def _run(ctx: click.Context, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run one coroutine (which closes its client); provider errors exit with PROVIDER_ERROR."""
+    from cache import CacheError
+    from providers import ProviderError
 
     try:
-        return asyncio.run(main())
+        return asyncio.run(make())
     except CacheError as exc:  # the cache itself (a wrong key, a lock timeout), not the provider
         click.echo(f"error: {exc}", err=True)
         ctx.exit(CACHE_ERROR)
@@ -113,14 +110,13 @@ def chat(
 
     async def stream() -> None:
         out = sys.stdout
-        async for item in provider.create_async_generator(
-            model or "", messages, stream=not no_stream, proxy=proxy, base_url=base_url, cache=cache
-        ):
-            if isinstance(item, str):
-                out.write(item)
-                out.flush()
-            elif reasoning and isinstance(item, Reasoning):
-                click.echo(item.text, err=True, nl=False)
+        async with _client(provider, cache, base_url, proxy) as client:
+            async for item in client.chat(messages, model, stream=not no_stream):
+                if isinstance(item, str):
+                    out.write(item)
+                    out.flush()
+                elif reasoning and isinstance(item, Reasoning):
+                    click.echo(item.text, err=True, nl=False)
         out.write("\n")
 
     _run(ctx, stream)
@@ -138,8 +134,9 @@ def models(ctx: click.Context, provider_name: str, as_json: bool, refresh: bool,
     cache = _cache(ctx)
 
     async def load() -> tuple[list[str], list[str]]:
-        names = await provider.get_models(base_url=base_url, refresh=refresh, cache=cache)
-        images = await provider.get_image_models(base_url=base_url, cache=cache)
+        async with _client(provider, cache, base_url) as client:
+            names = await client.models(refresh=refresh)
+            images = await client.image_models()
         return [n for n in names if n not in images], images
 
     text, images = _run(ctx, load)
@@ -181,11 +178,15 @@ def image(
 ) -> None:
     """Generate an image for PROMPT: print its URLs, or save inline images to files and print their paths."""
     provider = _provider(provider_name)
-    create = getattr(provider, "create_async_image", None)
-    if create is None:
+    if not provider.image_models:
         raise click.UsageError(f"{provider.name()} does not generate images")
     cache = _cache(ctx)
-    result = _run(ctx, lambda: create(prompt, model, base_url=base_url, cache=cache))
+
+    async def create() -> ImageResponse:
+        async with _client(provider, cache, base_url) as client:
+            return await client.image(prompt, model)
+
+    result = _run(ctx, create)
     for item in result.images:
         if item.startswith("data:"):
             click.echo(_save_data_uri(item, output_dir))

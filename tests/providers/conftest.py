@@ -12,8 +12,7 @@ import pytest
 import stamina
 
 from cache import AuthCache, Cookie, SessionRecord
-from providers._base import wait_background
-from providers._transport import close_transport
+from providers import close_transport
 from tests.emulator._challenge import solve
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36"
@@ -33,10 +32,9 @@ def stamina_testing() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-async def transport_cleanup() -> AsyncIterator[None]:
-    """Close the loop's curl session (and finish cookie merges) before the test's loop ends."""
+async def default_clients_cleanup() -> AsyncIterator[None]:
+    """Close the loop's default clients (the classmethods' transport, their cookie merges) before the loop ends."""
     yield
-    await wait_background()
     await close_transport()
 
 

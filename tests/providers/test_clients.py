@@ -97,7 +97,7 @@ async def test_cerebras_key_from_session_is_cached(emulator: EmulatorThread, cac
     """Cerebras fetches its demo key from /api/auth/session once, then keeps it in the record."""
     cache.put(make_record("cerebras", emulator.url))
     await collect(Cerebras.create_async_generator("llama3.1-8b", MESSAGES, base_url=emulator.url))
-    await providers._base.wait_background()
+    await Cerebras.client(base_url=emulator.url).wait_background()
     assert emulator.stats["session_requests"] == 1
     record = cache.get("cerebras")
     assert record is not None and record.api_key and record.api_key.startswith("csk-")

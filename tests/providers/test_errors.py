@@ -8,9 +8,9 @@ from curl_cffi.const import CurlECode
 from curl_cffi.requests.exceptions import CODE2ERROR
 
 from providers import _exceptions as errors
-from providers._base import _backoff
+from providers._client import _backoff
 from providers._decode import error_for_status, is_challenge, parse_retry_after
-from providers._transport import _CONNECT_ERRORS, _MISUSE_CODES, translate_curl_error
+from providers._transport._errors import CONNECT_ERRORS, MISUSE_CODES, translate_curl_error
 
 
 def test_every_error_derives_from_provider_error() -> None:
@@ -23,7 +23,7 @@ def test_every_error_derives_from_provider_error() -> None:
 @pytest.mark.parametrize("code", sorted(int(c) for c in CODE2ERROR))
 def test_every_curl_error_is_mapped(code: int) -> None:
     """Every curl error code curl_cffi knows maps to one of our classes (or to ValueError for misuse)."""
-    assert code in _CONNECT_ERRORS or code in _MISUSE_CODES
+    assert code in CONNECT_ERRORS or code in MISUSE_CODES
     error = translate_curl_error(CurlError("boom", code), url="http://x", in_body=False)
     assert isinstance(error, errors.TransportError | ValueError)
 

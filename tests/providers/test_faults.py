@@ -152,17 +152,10 @@ async def test_connection_refused_is_retried_then_raised() -> None:
 async def test_challenge_without_browser_names_the_command(
     emulator: EmulatorThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no way to harvest, a challenge becomes MissingAuthError naming the exact harvest command."""
-    import builtins
+    """With no harvester installed, a challenge becomes MissingAuthError naming the exact harvest command."""
+    import sys
 
-    real_import = builtins.__import__
-
-    def no_harvester(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "harvester":
-            raise ImportError("no browser here")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_harvester)
+    monkeypatch.setitem(sys.modules, "harvester", None)  # what `import harvester` sees when it is not installed
     with pytest.raises(MissingAuthError) as info:
         await collect(FreeNetfly.create_async_generator("gpt-4", MESSAGES, base_url=emulator.url))
     assert f"harvest --provider freenetfly --base-url {emulator.url}" in str(info.value)
@@ -171,8 +164,9 @@ async def test_challenge_without_browser_names_the_command(
 
 async def test_challenge_without_healing_is_cloudflare_error(emulator: EmulatorThread) -> None:
     """A challenge seen with healing impossible (an explicit model list call) is a CloudflareError."""
-    from providers._base import _send_retrying
+    from providers import Client
 
-    call = FreeNetfly._new_call(base_url=emulator.url, proxy=None, timeout=10, heal=False)
-    with pytest.raises(CloudflareError):
-        await _send_retrying(call, FreeNetfly._request(call, "POST", call.url(FreeNetfly.chat_path), {}))
+    async with Client(FreeNetfly, base_url=emulator.url) as client:
+        call = client._new_call(timeout=10, heal=False)
+        with pytest.raises(CloudflareError):
+            await call.send(FreeNetfly._request(call, "POST", call.url(FreeNetfly.chat_path), {}))

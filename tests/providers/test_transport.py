@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 
-from providers import StreamError, TransportError
-from providers._transport import Request, get_transport
+from providers import CurlTransport, StreamError, TransportError
+from providers._transport import Request
 from tests.emulator._server import EmulatorThread
 
 from .conftest import MESSAGES
 
 PATH = "/api/openai/v1/chat/completions"
 BODY = orjson.dumps({"model": "gpt-4", "messages": MESSAGES, "stream": True})
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[CurlTransport]:
+    """A curl transport of the test's own, closed at the end."""
+    transport = CurlTransport()
+    yield transport
+    await transport.aclose()
 
 
 @pytest.fixture
@@ -28,9 +37,8 @@ def chat(url: str, headers: list[tuple[str, str]], **options: object) -> Request
     return Request("POST", url + PATH, headers, BODY, **options)  # type: ignore[arg-type]
 
 
-async def test_reused_handle_sends_only_the_new_headers(emu: EmulatorThread) -> None:
+async def test_reused_handle_sends_only_the_new_headers(emu: EmulatorThread, transport: CurlTransport) -> None:
     """A pooled handle sends exactly the headers of its current request, whatever the previous one sent."""
-    transport = get_transport()
     first = [("User-Agent", "first/1.0"), ("X-Only-First", "1"), ("Content-Type", "application/json")]
     second = [("User-Agent", "second/2.0"), ("Content-Type", "application/json")]
     for headers, impersonate in ((first, "chrome"), (second, "chrome"), (second, None), (first, "chrome")):
@@ -41,12 +49,11 @@ async def test_reused_handle_sends_only_the_new_headers(emu: EmulatorThread) -> 
         assert seen["user-agent"] == headers[0][1]
         assert ("x-only-first" in seen) == (headers is first)
         assert "expect" not in seen
-    assert len(transport._idle) == 1  # one handle served every request, reconfigured when the key changed
+    assert transport.handles == (1, 1)  # one handle served every request, reconfigured when the key changed
 
 
-async def test_get_after_post_on_the_same_handle(emu: EmulatorThread) -> None:
+async def test_get_after_post_on_the_same_handle(emu: EmulatorThread, transport: CurlTransport) -> None:
     """A handle that last sent a POST sends a plain GET (no body, no method left over) next."""
-    transport = get_transport()
     async with await transport.handle_request(chat(emu.url, [("Content-Type", "application/json")])) as response:
         await response.aread()
     request = Request("GET", emu.url + "/v1/models", [("Accept", "application/json")])
@@ -55,22 +62,18 @@ async def test_get_after_post_on_the_same_handle(emu: EmulatorThread) -> None:
         assert orjson.loads(await response.aread())
 
 
-async def test_closing_the_transport_ends_open_streams(emu: EmulatorThread) -> None:
+async def test_closing_the_transport_ends_open_streams(emu: EmulatorThread, transport: CurlTransport) -> None:
     """A stream still open when its transport closes raises a typed error instead of hanging or ending clean."""
     emu.configure(stream_chunks=200, drip_ms=20)
-    transport = get_transport()
     response = await transport.handle_request(chat(emu.url, [("Content-Type", "application/json")]))
     await transport.aclose()
     with pytest.raises((StreamError, TransportError)):
         await response.aread()
 
 
-async def test_requests_beyond_the_pool_wait_for_a_handle(emu: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_requests_beyond_the_pool_wait_for_a_handle(emu: EmulatorThread) -> None:
     """With every handle busy, a request waits for one to come back instead of failing."""
-    import providers._transport as module
-
-    monkeypatch.setattr(module, "_MAX_CLIENTS", 2)
-    transport = get_transport()
+    transport = CurlTransport(max_handles=2)
 
     async def one() -> bytes:
         async with await transport.handle_request(chat(emu.url, [("Content-Type", "application/json")])) as r:
@@ -78,16 +81,16 @@ async def test_requests_beyond_the_pool_wait_for_a_handle(emu: EmulatorThread, m
 
     bodies = await asyncio.wait_for(asyncio.gather(*[one() for _ in range(6)]), 10)
     assert all(b"[DONE]" in body for body in bodies)
-    assert transport._count == 2
+    assert transport.handles == (2, 2)
+    await transport.aclose()
 
 
-async def test_each_transfer_keeps_its_own_deadline(emu: EmulatorThread) -> None:
+async def test_each_transfer_keeps_its_own_deadline(emu: EmulatorThread, transport: CurlTransport) -> None:
     """One watchdog serves every transfer: each stream stops at its own deadline, set in any order, and a
     stream with a far deadline keeps going."""
     from providers import ProviderTimeout
 
     emu.configure(stream_chunks=1000, drip_ms=20)  # 20 s of stream unless stopped
-    transport = get_transport()
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -111,13 +114,12 @@ async def test_each_transfer_keeps_its_own_deadline(emu: EmulatorThread) -> None
         await far
 
 
-async def test_idle_timeout_without_deadline(emu: EmulatorThread) -> None:
+async def test_idle_timeout_without_deadline(emu: EmulatorThread, transport: CurlTransport) -> None:
     """With no total deadline, a stream that stalls longer than the idle timeout ends with ProviderTimeout
     (curl's low-speed check, driven by the transport's timers)."""
     from providers import ProviderTimeout
 
     emu.configure(stream_chunks=3, drip_ms=4000)
-    transport = get_transport()
     loop = asyncio.get_running_loop()
     started = loop.time()
     request = chat(emu.url, [("Content-Type", "application/json")], idle_timeout=1.0, deadline=None)
@@ -128,32 +130,33 @@ async def test_idle_timeout_without_deadline(emu: EmulatorThread) -> None:
     assert loop.time() - started < 3.5
 
 
-async def test_transfers_finished_by_the_safety_net_are_delivered(emu: EmulatorThread) -> None:
+async def test_transfers_finished_by_the_safety_net_are_delivered(
+    emu: EmulatorThread, transport: CurlTransport
+) -> None:
     """A transfer that curl finishes inside curl_cffi's safety-net action (``socket_action``, every 0.1 s) is
     handed to its response at once.
 
     Regression: that action drove curl without reading its "done" messages, so such a stream hung until its
     deadline (about one long stream in six did). Here the safety net runs every millisecond.
     """
-    from providers import FreeNetfly
+    from providers import Client, FreeNetfly
 
     emu.configure(stream_chunks=2_000)
-    transport = get_transport()
+    client = Client(FreeNetfly, transport=transport, base_url=emu.url)
     loop = asyncio.get_running_loop()
 
     async def safety_net() -> None:
         while True:
-            transport._multi.socket_action(-1, 0)
+            transport._multi.safety_net()  # type: ignore[union-attr]
             await asyncio.sleep(0.001)
 
     ticking = asyncio.create_task(safety_net())
     try:
         for _ in range(20):
             started = loop.time()
-            items = [
-                item async for item in FreeNetfly.create_async_generator("gpt-4", MESSAGES, base_url=emu.url, timeout=5)
-            ]
+            items = [item async for item in client.chat(MESSAGES, "gpt-4", timeout=5)]
             assert sum(isinstance(item, str) for item in items) == 2_000
             assert loop.time() - started < 2.5
     finally:
         ticking.cancel()
+        await client.aclose()
