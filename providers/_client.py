@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._config import ClientConfig
-from ._decode import error_for_status
+from ._decode import error_for_html, error_for_status, is_html
 from ._exceptions import (
     CloudflareError,
     ProviderError,
@@ -395,12 +395,17 @@ class Client:
             call.identity = identity_for(record, cookies=call.cookies, api_key=call.api_key, proxy=call.proxy)
 
     async def _send_once(self, call: Call, request: Request) -> Response:
-        """One exchange; a non-2xx answer is read (bounded), closed and raised as its typed error."""
+        """One exchange; a non-2xx answer, or an HTML page, is read (bounded), closed and raised as its typed error."""
         transport = self._transport if self._transport is not None and not self._closed else self._open_transport()
         response = await transport.handle_request(request)
         status = response.status
+        html = False
         if 200 <= status < 300:
-            return response
+            # An API answers with an event stream or JSON: a 2xx HTML page is a challenge (or a provider's error
+            # page) in the API's place, and must not reach a decoder that would call it a truncated stream.
+            html = is_html(response.header("content-type"))
+            if not html:
+                return response
         try:
             body = b""
             async for chunk in response.aiter_bytes():
@@ -411,6 +416,8 @@ class Client:
             pass  # the status says enough
         finally:
             await response.aclose()
+        if html:
+            raise error_for_html(status, response.headers, body, provider=self._name, url=request.url)
         raise error_for_status(status, response.headers, body, provider=self._name, url=request.url)
 
     async def _send_retrying(self, call: Call, request: Request) -> Response:

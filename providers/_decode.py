@@ -102,6 +102,37 @@ def error_for_status(
     )
 
 
+def is_html(content_type: str | None) -> bool:
+    """True for an HTML page: never what an API call expects (an event stream or JSON)."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("text/html", "application/xhtml+xml")
+
+
+def error_for_html(status: int, headers: Mapping[str, str], body: bytes, *, provider: str, url: str) -> ProviderError:
+    """The error for a 2xx HTML page where an event stream or JSON was expected.
+
+    A challenge page (Cloudflare's header or markers) is a ``CloudflareError``, so it heals as a 403 does; any
+    other page (a login wall, a captive portal, an error page) is a ``ProviderError`` naming what came back.
+    """
+    if headers.get("cf-mitigated", "").lower() == "challenge" or any(m in body for m in _CHALLENGE_MARKERS):
+        return CloudflareError(
+            f"{provider}: Cloudflare challenge page (HTTP {status}) at {url} instead of the API's answer; "
+            "the session's clearance is missing or stale",
+            status=status,
+            body=short_body(body),
+            provider=provider,
+            url=url,
+        )
+    return ProviderError(
+        f"{provider}: {url} answered HTTP {status} with an HTML page where an event stream or JSON was expected: "
+        f"{short_body(body, 120)}",
+        provider=provider,
+        url=url,
+    )
+
+
 def _stream_error(data: Any, provider: str) -> StreamError:
     error = data.get("error", data) if isinstance(data, dict) else data
     if isinstance(error, dict):

@@ -245,3 +245,43 @@ def test_unsupported_curl_cffi_fails_at_import() -> None:
     assert result.returncode != 0
     assert "ImportError: harvest's transport uses curl_cffi internals and supports curl_cffi >=" in result.stderr
     assert "found 0.10.1" in result.stderr
+
+
+CHALLENGE_PAGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
+CHALLENGE_PAGE += b'<script src="/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1"></script></body></html>'
+
+
+async def test_html_challenge_with_status_200_heals(cache: AuthCache) -> None:
+    """A challenge page served with 200 in place of the event stream is refreshed and retried like a 403.
+
+    Regression (issue 9, item 4): it was decoded as an event stream and reported as a truncated stream.
+    """
+    cache.put(record("old"))
+    refresher = FakeRefresher(record("new", age=0))
+
+    def answer(request: Request) -> MockResponse:
+        if "cf_clearance=new" in cookie_of(request):
+            return stream_answer("ok")
+        return MockResponse(200, {"Content-Type": "text/html; charset=UTF-8"}, CHALLENGE_PAGE)
+
+    transport = MockTransport(answer)
+    async with Client(FreeNetfly, cache=cache, transport=transport, refresher=refresher, base_url=API) as client:
+        items = await collect(client)
+    assert items[0] == "ok"
+    assert len(refresher.calls) == 1
+
+
+async def test_html_page_where_a_stream_was_expected_is_a_provider_error(cache: AuthCache) -> None:
+    """Any other 200 HTML page is a ProviderError naming what came back, not a stream error, and never refreshes."""
+    from providers import CloudflareError, ProviderError
+
+    refresher = FakeRefresher()
+    page = b"<html><head><title>Sign in to continue</title></head></html>"
+    transport = MockTransport(lambda request: MockResponse(200, {"Content-Type": "text/html"}, page))
+    async with Client(FreeNetfly, cache=cache, transport=transport, refresher=refresher, base_url=API) as client:
+        with pytest.raises(ProviderError) as info:
+            await collect(client)
+    assert not isinstance(info.value, StreamError | CloudflareError)
+    assert "HTML page where an event stream or JSON was expected" in str(info.value)
+    assert "Sign in to continue" in str(info.value)
+    assert refresher.calls == []
