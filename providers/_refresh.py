@@ -53,7 +53,8 @@ class _HarvesterRefresher:
 
     def __init__(self, cache: AuthCache) -> None:
         self._cache = cache
-        self._flight: Any = None  # the harvester's SingleFlight, made on the first refresh
+        self._flight: Any = None  # the harvester's SingleFlight (its lock table), made on the first refresh
+        self._active = 0  # refreshes in progress (running or queued in the single flight)
 
     async def refresh(
         self, name: str, *, stale: SessionRecord | None, base_url: str | None = None, proxy: str | None = None
@@ -66,39 +67,28 @@ class _HarvesterRefresher:
                 f"run `{harvest_command(name, base_url=base_url)}`",
                 provider=name,
             ) from exc
+        if self._flight is None:
+            self._flight = harvester.SingleFlight(self._cache)
+        flight = self._flight
+        self._active += 1
         try:
-            return await self._refresh(harvester, name, stale=stale, base_url=base_url, proxy=proxy)
+            record: SessionRecord = await flight.refresh(name, stale=stale, base_url=base_url, proxy=proxy)
+            return record
         except harvester.NeedsHeadfulError as exc:
             raise MissingAuthError(_failed(name, stale, exc, base_url, headful=True), provider=name) from exc
         except harvester.HarvestError as exc:
             raise MissingAuthError(_failed(name, stale, exc, base_url, headful=False), provider=name) from exc
-
-    async def _refresh(
-        self, harvester: Any, name: str, *, stale: SessionRecord | None, base_url: str | None, proxy: str | None
-    ) -> SessionRecord:
-        single_flight = getattr(harvester, "SingleFlight", None)
-        if single_flight is not None:
-            if self._flight is None:
-                self._flight = single_flight(self._cache)
-            record: SessionRecord = await self._flight.refresh(name, stale=stale, base_url=base_url, proxy=proxy)
-            return record
-        # Until harvester.SingleFlight lands: harvest() is single flight across tasks and processes, and
-        # stores the record; a record another caller already stored is taken without a browser run.
-        current = self._cache.get(name)
-        if (
-            current is not None
-            and not current.is_expired
-            and (stale is None or current.harvested_at > stale.harvested_at)
-        ):
-            return current
-        record = await harvester.harvest(name, base_url=base_url, proxy=proxy, cache=self._cache)
-        return record
+        finally:
+            # A heal is rare: the browser goes when the last refresh is done, rather than idling until the
+            # client closes (the SingleFlight, and with it the lock table, stays).
+            self._active -= 1
+            if self._active == 0:
+                await flight.harvester.close_browser()
 
     async def aclose(self) -> None:
-        """Close the browser the single flight started, if any."""
-        close = getattr(self._flight, "aclose", None)
-        if close is not None:
-            await close()
+        """Close the harvester the single flight made, if any."""
+        if self._flight is not None:
+            await self._flight.aclose()
 
 
 def _failed(name: str, stale: SessionRecord | None, exc: Exception, base_url: str | None, *, headful: bool) -> str:

@@ -22,7 +22,7 @@ from curl_cffi.requests.websockets import WebSocketClosed, WebSocketTimeout
 
 from ._decode import error_for_status
 from ._exceptions import ProviderTimeout, StreamError
-from ._transport import translate_curl_error
+from ._transport._errors import translate_curl_error
 
 # The longest we wait for the closing handshake before dropping the connection.
 _CLOSE_TIMEOUT = 1.0
