@@ -160,3 +160,16 @@ async def test_transfers_finished_by_the_safety_net_are_delivered(
     finally:
         ticking.cancel()
         await client.aclose()
+
+
+def test_pyproject_pins_the_curl_cffi_versions_the_fence_supports() -> None:
+    """pyproject's curl_cffi range is exactly the one the fence around its internals was written for."""
+    import tomllib
+    from pathlib import Path
+
+    from providers._transport._curl import SUPPORTED
+
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    (pin,) = [d for d in data["project"]["dependencies"] if d.startswith("curl_cffi")]
+    low, high = (".".join(map(str, v)) for v in SUPPORTED)
+    assert pin == f"curl_cffi>={low},<{high}"
