@@ -86,9 +86,9 @@ class ServeState:
     def transport(self) -> Any:
         """The providers' curl transport of this loop, created on first use and closed with the app."""
         if self._transport is None:
-            from providers._transport import Transport
+            from providers import CurlTransport
 
-            self._transport = Transport(asyncio.get_running_loop())
+            self._transport = CurlTransport()
         return self._transport
 
     def secrets_seen(self, value: str | None) -> None:

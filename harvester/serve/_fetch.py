@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 from cache import Cookie, SessionRecord
 from harvester._classify import PageState, classify
 from providers._session import identity_for, parse_set_cookie
-from providers._transport import Request, Transport
+from providers._transport import AsyncTransport, Request
 
 MAX_REDIRECTS = 10
 MAX_PAGE_BYTES = 16 * 1024 * 1024  # a page bigger than this is cut off (and says so in the error)
@@ -46,7 +46,7 @@ class Fetched:
 
 
 async def fetch(
-    transport: Transport,
+    transport: AsyncTransport,
     *,
     url: str,
     record: SessionRecord | None,

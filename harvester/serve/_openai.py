@@ -126,11 +126,9 @@ class ProviderAdapter:
         )
 
     async def aclose(self) -> None:
-        from providers._base import wait_background
-        from providers._transport import close_transport
+        from providers import close_transport
 
-        await wait_background()
-        await close_transport()
+        await close_transport()  # the loop's default clients: their cookie merges, then their transport
 
 
 class Gateway:
