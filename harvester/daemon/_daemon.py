@@ -415,13 +415,25 @@ class Daemon:
             # CLI, a provider client healing). When another one ran while we waited, this returns the record it
             # stored instead of running the browser again; else it stores ours.
             began = utcnow()
+            known = state.record_harvested_at
+
+            def reuse(cached: SessionRecord) -> bool:
+                if cached.is_expired:
+                    return False
+                if cached.harvested_at >= began:  # another harvest ran while we waited for the lock
+                    return True
+                # Another node (or process) refreshed it since we last looked, and by our own schedule it is not
+                # due yet: reschedule from its record instead of running the browser again (one per cycle).
+                newer = known is None or cached.harvested_at > known
+                return newer and self._next_for(name, cached.harvested_at, cached.expires_at) > utcnow()
+
             record = await flight.run(
                 name,
                 url=spec.url,
                 base_url=spec.base_url,
                 proxy=spec.proxy,
                 timeout=self.settings.harvest_timeout,
-                reuse=lambda cached: not cached.is_expired and cached.harvested_at >= began,
+                reuse=reuse,
             )
             self._secrets.set(name, _record_secrets(record))
         except asyncio.CancelledError:
