@@ -10,6 +10,7 @@ min_margin = 60             # seconds: refresh at least this long before a recor
 backoff_base = 30           # seconds: the first retry after a failed harvest (doubles per failure)
 backoff_cap = 1800          # seconds: the longest wait between retries
 shutdown_timeout = 4        # seconds in-flight harvests get after SIGTERM
+export = [{ dir = "~/.local/share/g4f/cookies", format = "har" }]   # optional: files rewritten after each refresh
 
 [browser]
 path = "/usr/bin/chromium"  # optional; $HARVEST_BROWSER wins
@@ -50,6 +51,14 @@ CONFIG_ENV = "HARVEST_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
+class ExportTarget:
+    """One ``[daemon] export`` entry: after each refresh, write the record to ``dir`` in ``format``."""
+
+    dir: Path
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """``[daemon]``: how the refresh daemon runs."""
 
@@ -61,6 +70,7 @@ class DaemonConfig:
     backoff_base: float = 30.0
     backoff_cap: float = 1800.0
     shutdown_timeout: float = 4.0
+    export: tuple[ExportTarget, ...] = ()
 
 
 #: ``[daemon]`` keys that are a positive number of seconds, with their defaults.
@@ -188,7 +198,9 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
     checker.only(data, "", {"daemon", "browser", "server", "cache", "providers"})
 
     raw_daemon = checker.table(data, "daemon")
-    checker.only(raw_daemon, "daemon", {"backend", "max_concurrent", "browser_idle_close", "listen", *_DAEMON_SECONDS})
+    checker.only(
+        raw_daemon, "daemon", {"backend", "max_concurrent", "browser_idle_close", "listen", "export", *_DAEMON_SECONDS}
+    )
     backend = checker.value(raw_daemon, "daemon", "backend", str, "nodriver")
     if backend not in BACKENDS:
         checker.fail("daemon", "backend", f"must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -208,7 +220,12 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
             checker.fail("daemon", key, "must be a positive number of seconds")
         seconds[key] = value
     daemon = DaemonConfig(
-        backend=backend, max_concurrent=max_concurrent, browser_idle_close=idle, listen=listen, **seconds
+        backend=backend,
+        max_concurrent=max_concurrent,
+        browser_idle_close=idle,
+        listen=listen,
+        export=_export_targets(checker, raw_daemon.get("export", [])),
+        **seconds,
     )
 
     raw_browser = checker.table(data, "browser")
@@ -261,6 +278,24 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
     return Config(
         daemon=daemon, browser=browser, server=server, cache=cache, providers=MappingProxyType(providers), path=path
     )
+
+
+def _export_targets(checker: _Checker, raw: Any) -> tuple[ExportTarget, ...]:
+    from cache._export import FORMATS
+
+    example = 'must be a list of tables, e.g. export = [{ dir = "~/exports", format = "har" }]'
+    if not isinstance(raw, list):
+        checker.fail("daemon", "export", example)
+    targets = []
+    for entry in raw:
+        if not isinstance(entry, dict) or set(entry) != {"dir", "format"}:
+            checker.fail("daemon", "export", example)
+        if not isinstance(entry["dir"], str) or not entry["dir"].strip():
+            checker.fail("daemon", "export", "dir must be a directory path")
+        if entry["format"] not in FORMATS:
+            checker.fail("daemon", "export", f"format must be one of {', '.join(FORMATS)}, not {entry['format']!r}")
+        targets.append(ExportTarget(dir=Path(entry["dir"]).expanduser(), format=entry["format"]))
+    return tuple(targets)
 
 
 class _Checker:

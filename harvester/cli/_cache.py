@@ -8,13 +8,14 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
 
 from cache import AuthCache, CacheError, SessionRecord, format_time, generate_key, normalize_name, utcnow
-from cache._export import FORMATS, expires_in
+from cache._export import FORMATS, ExportError, expires_in
 
 from . import _exit
 
@@ -111,7 +112,18 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 @_cache_errors
 def get(ctx: click.Context, name: str, as_json: bool, fmt: str | None, fresh: bool) -> None:
-    """Print one record, in a shape other tools read (json, cookies.txt, env, curl, header)."""
+    """Print one record, in a shape other tools read.
+
+    \b
+    json           the record (the shape `put` reads)
+    cookies.txt    Netscape cookies for curl -b, wget --load-cookies, yt-dlp --cookies
+    env            export lines for eval
+    curl           a curl config: curl -K <(harvest cache get NAME --format curl) URL
+    header         a Cookie: line
+    storage-state  Playwright's storage_state JSON
+    cookies.json   the EditThisCookie / Cookie-Editor cookie list
+    har            a HAR 1.2 log with one request carrying the session
+    """
     if as_json and fmt not in (None, "json"):
         raise click.UsageError("--json and --format are exclusive")
     from harvester._entry import cache_get
@@ -134,6 +146,48 @@ def put(ctx: click.Context, source: Any) -> None:
         _usage_error(f"{label}: {exc}")
     _open(ctx).put(record)
     click.echo(f"stored {record.provider} ({len(record.cookies)} cookies)", err=True)
+
+
+@cache.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Export format (see `get --help`).")
+@click.pass_context
+@_cache_errors
+def export(ctx: click.Context, directory: Path, names: tuple[str, ...], fmt: str) -> None:
+    """Write each record (or the NAMEs) to DIRECTORY/<name>.<ext>, mode 0600, atomically; print the paths.
+
+    DIRECTORY is created 0700; one that other users can write to is refused.
+    """
+    from cache._export_files import export_records, prepare_directory
+
+    try:
+        prepare_directory(directory)
+    except ExportError as exc:
+        raise click.UsageError(str(exc)) from None
+    c = _open(ctx)
+    if names:
+        records = []
+        for name in names:
+            record = c.get(name)
+            if record is None:
+                click.echo(f"error: no cached session for {name!r}; run `harvest --provider {name}`", err=True)
+                sys.exit(_exit.NOT_FOUND)
+            records.append(record)
+    else:
+        records = c.list()
+    now = utcnow()
+    for record in records:
+        if record.is_expired:
+            click.echo(f"warning: the {record.provider} session {expires_in(record, now)}", err=True)
+    try:
+        paths = export_records(records, directory, fmt)
+    except ValueError as exc:  # ExportError, RecordError: a record stored before today's rules; nothing written
+        click.echo(f"error: cannot export: {exc}", err=True)
+        sys.exit(_exit.USAGE)
+    for written in paths:
+        click.echo(str(written))
+    click.echo(f"exported {len(paths)} session(s) as {fmt} to {directory}", err=True)
 
 
 @cache.command()

@@ -324,6 +324,7 @@ class Daemon:
         if record is not None:
             state.record_harvested_at, state.record_expires_at = record.harvested_at, record.expires_at
             self._secrets.set(name, _record_secrets(record))
+            await self._export(record)  # the files exist from the start, not only after the first refresh
         when = self._next_for(name, record.harvested_at if record else None, record.expires_at if record else None)
         self._schedule(name, when)
 
@@ -461,6 +462,7 @@ class Daemon:
                 expires_at=record.expires_at,
                 next_run=when,
             )
+            await self._export(record)
             return when
         finally:
             self.metrics.observe(name, outcome, time.monotonic() - started)
@@ -499,6 +501,26 @@ class Daemon:
                         self._browser_replacements += 1
                         log_event(logger, logging.WARNING, "browser.replaced", reason="browser error")
         return when
+
+    async def _export(self, record: SessionRecord) -> None:
+        """Rewrite the record's ``[daemon] export`` files; a failure is logged, never raised."""
+        from cache._export_files import export_records
+
+        for target in self.settings.exports:
+            try:
+                [path] = await asyncio.to_thread(export_records, [record], target.dir, target.format)
+            except (ValueError, OSError) as exc:  # ExportError is a ValueError: a bad directory or record
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "export.failed",
+                    provider=record.provider,
+                    format=target.format,
+                    dir=str(target.dir),
+                    error=_describe(exc),
+                )
+            else:
+                log_event(logger, logging.INFO, "export.written", provider=record.provider, path=str(path))
 
     # -- the browser and the config ------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ class DaemonSettings:
     shutdown_timeout: float = 4.0  # in-flight harvests get this long after SIGTERM; the rest is teardown
     policy: SchedulePolicy = field(default_factory=SchedulePolicy)
     providers: Mapping[str, ProviderSpec] = field(default_factory=lambda: MappingProxyType({}))
+    #: ``[daemon] export``: (directory, format) pairs rewritten after every refresh.
+    exports: tuple[Any, ...] = ()
     #: The whole loaded config, handed to the ``Harvester`` (browser path); not compared on reload.
     config: Any = field(default=None, repr=False, compare=False)
 
@@ -97,6 +99,7 @@ class DaemonSettings:
             harvest_timeout=float(opt("timeout", 30.0)),
             shutdown_timeout=float(opt("shutdown_timeout", 4.0)),
             policy=policy,
+            exports=tuple(opt("export", ())),
             providers=MappingProxyType(providers),
             config=config,
         )

@@ -48,7 +48,7 @@ def test_export_formats(stored: dict) -> None:
     """cookies.txt, env, curl and header exports carry the cookies, UA and key in each tool's syntax."""
     txt = harvest("cache", "get", "cerebras", "--format", "cookies.txt").stdout
     assert txt.startswith("# Netscape HTTP Cookie File")
-    assert "#HttpOnly_.example.com\tTRUE\t/\tTRUE\t1800000000\tcf_clearance\tcookie-secret-value" in txt
+    assert "\n.example.com\tTRUE\t/\tTRUE\t1800000000\tcf_clearance\tcookie-secret-value" in txt
     env = harvest("cache", "get", "cerebras", "--format", "env").stdout
     shell = subprocess.run(
         ["bash", "-c", env + 'printf "%s|%s" "$HARVEST_CEREBRAS_COOKIE" "$HARVEST_CEREBRAS_API_KEY"'],
