@@ -81,4 +81,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "No redis-server found: the Redis backend tests will fail. Install it, e.g. 'sudo apt-get install redis-server'." >&2
   fi
 fi
+# The export tests load the exports with the real consumers: curl (-K, -b) and wget (--load-cookies).
+for tool in curl wget; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if can_apt; then
+      echo "==> installing $tool from the OS packages (apt-get install $tool), for the export tests" >&2
+      apt_install "$tool"
+    else
+      echo "No $tool found: the export tests will fail. Install it, e.g. 'sudo apt-get install $tool'." >&2
+    fi
+  fi
+done
 export PATH="$PWD/.venv/bin:$PATH"

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import aiohttp
+import orjson
 import pytest
 
 from cache import AuthCache, SessionRecord, generate_key
@@ -485,3 +486,55 @@ async def test_sighup_with_the_config_gone_keeps_providers_and_counters(
         assert await _stop(daemon, task) == 0
     assert "config.reloaded" not in log.getvalue()
     assert str(config) in log.getvalue() or "TOML" in log.getvalue()
+
+
+async def test_export_files_stay_fresh_across_refreshes(cache: AuthCache, tmp_path: Path) -> None:
+    """[daemon] export rewrites DIR/<name>.har after each refresh (0600, atomically, no temp file left)."""
+    from harvester._config import ExportTarget
+
+    out = tmp_path / "exports"
+    fake = FakeHarvester(ttl=1.2)
+    settings = _settings("alpha", exports=(ExportTarget(out, "har"), ExportTarget(out, "cookies.json")))
+    daemon = Daemon(settings, cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    seen: list[str] = []
+
+    def started_at() -> str | None:
+        path = out / "alpha.har"
+        if not path.exists():
+            return None
+        stamp: str = orjson.loads(path.read_bytes())["log"]["entries"][0]["startedDateTime"]
+        if stamp not in seen:
+            seen.append(stamp)
+        return stamp
+
+    await _until(lambda: started_at() is not None and len(seen) >= 2, timeout=20)
+    assert await _stop(daemon, task) == 0
+    assert daemon.states["alpha"].harvests >= 2
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.cookies.json", "alpha.har"]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in out.iterdir())
+    assert out.stat().st_mode & 0o777 == 0o700
+
+
+async def test_a_failing_export_is_logged_and_the_refresh_counts(cache: AuthCache, tmp_path: Path) -> None:
+    """An export into a shared directory is refused with an error line; the harvest itself still succeeds."""
+    from harvester._config import ExportTarget
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    secrets = SecretRegistry()
+    fake = FakeHarvester(ttl=300.0)
+    daemon = Daemon(
+        _settings("alpha", exports=(ExportTarget(shared, "har"),)),
+        cache=cache,
+        harvester_factory=_factory(fake),
+        secrets=secrets,
+    )
+    with captured_log(secrets) as log:
+        task = _start(daemon)
+        await _until(lambda: "export.failed" in log.getvalue())
+        assert await _stop(daemon, task) == 0
+    assert daemon.states["alpha"].harvests == 1 and daemon.states["alpha"].failures == 0
+    assert "writable by other users" in log.getvalue()
+    assert COOKIE_SECRET not in log.getvalue()

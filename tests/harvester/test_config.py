@@ -119,3 +119,24 @@ def test_daemon_timing_keys_must_be_positive_seconds(key: str, value: str) -> No
     with pytest.raises(ConfigError) as info:
         parse_config(f"[daemon]\n{key} = {value}\n", path=Path("c.toml"))
     assert info.value.key == f"daemon.{key}" and info.value.line == 2
+
+
+def test_daemon_export_targets_parse_and_are_checked() -> None:
+    """[daemon] export takes a list of {dir, format} tables; a bad format or shape names the key and the line."""
+    config = parse_config('[daemon]\nexport = [{ dir = "~/x", format = "har" }, { dir = "/y", format = "curl" }]\n')
+    assert [(str(t.dir), t.format) for t in config.daemon.export] == [
+        (str(Path("~/x").expanduser()), "har"),
+        ("/y", "curl"),
+    ]
+    for bad in ('export = [{ dir = "/y", format = "xml" }]', 'export = "/y"', 'export = [{ dir = "/y" }]'):
+        with pytest.raises(ConfigError, match=r"daemon\.export") as info:
+            parse_config(f"[daemon]\n{bad}\n")
+        assert info.value.line == 2
+
+
+def test_a_non_utf8_config_is_a_config_error(tmp_path: Path) -> None:
+    """A config file that is not UTF-8 is a ConfigError naming the file, not a UnicodeDecodeError."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"[daemon]\nlisten = '\xff'\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)

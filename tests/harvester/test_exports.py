@@ -270,3 +270,23 @@ def test_export_refuses_a_shared_directory_and_unknown_names(session: Session) -
     missing = session.harvest("cache", "export", str(session.home / "x"), "--format", "har", "nope", check=False)
     assert missing.returncode == _exit.NOT_FOUND and "nope" in missing.stderr
     assert not (session.home / "x" / "nope.har").exists()
+
+
+def test_every_readme_cache_example_runs_in_bash(session: Session) -> None:
+    """Each line of the README's cache examples works pasted into bash, in order (kept last: it deletes the record)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The cache") :]
+    block = section[section.index("```sh\n") + 6 :]
+    lines = [line for line in block[: block.index("```")].splitlines() if line.strip()]
+    assert len(lines) >= 15 and any(line.startswith("curl -K <(") for line in lines)
+    home = session.home / "readme-home"
+    home.mkdir()
+    before = session.challenges()
+    # One script, as pasted: the lines share the shell (the eval'd variables), and set -e stops at a failing one.
+    trap = "trap 'echo \"README line failed: $BASH_COMMAND\" >&2' ERR"
+    out = session.bash(f"export HOME={home}\n{trap}\n" + "\n".join(lines))
+    assert out.returncode == 0, out.stderr[-2000:]
+    # The three requests (curl -K, curl -b, wget) each printed the app page, and no challenge was served.
+    assert out.stdout.count(APP_PAGE) == 3 and CHALLENGE not in out.stdout
+    assert session.challenges() == before
+    assert (home / "harvest-exports" / "cerebras.har").stat().st_mode & 0o777 == 0o600
