@@ -45,7 +45,7 @@ def test_put_then_get_json_round_trips_exactly(stored: dict) -> None:
 
 
 def test_export_formats(stored: dict) -> None:
-    """cookies.txt, env, curl and header exports carry the cookies, UA and key in each tool's syntax."""
+    """cookies.txt, env, curl (a -K config) and header exports carry the cookies, UA and key in each tool's syntax."""
     txt = harvest("cache", "get", "cerebras", "--format", "cookies.txt").stdout
     assert txt.startswith("# Netscape HTTP Cookie File")
     assert "\n.example.com\tTRUE\t/\tTRUE\t1800000000\tcf_clearance\tcookie-secret-value" in txt
@@ -58,8 +58,8 @@ def test_export_formats(stored: dict) -> None:
     )
     assert shell.stdout == "cf_clearance=cookie-secret-value; _pg_visit=1|csk-api-secret"
     curl = harvest("cache", "get", "cerebras", "--format", "curl").stdout
-    assert "-H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0 Safari/537.36'" in curl
-    assert "-b 'cf_clearance=cookie-secret-value; _pg_visit=1'" in curl
+    assert 'user-agent = "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0 Safari/537.36"\n' in curl
+    assert 'cookie = "cf_clearance=cookie-secret-value; _pg_visit=1"\n' in curl
     assert harvest("cache", "get", "cerebras", "--format", "header").stdout == (
         "Cookie: cf_clearance=cookie-secret-value; _pg_visit=1\n"
     )
