@@ -168,7 +168,11 @@ def export(ctx: click.Context, directory: Path, names: tuple[str, ...], fmt: str
     c = _open(ctx)
     if names:
         records = []
-        for name in names:
+        for given in names:
+            try:
+                name = normalize_name(given)
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from None
             record = c.get(name)
             if record is None:
                 click.echo(f"error: no cached session for {name!r}; run `harvest --provider {name}`", err=True)
