@@ -116,11 +116,18 @@ def status(ctx: click.Context, as_json: bool) -> None:
     records: dict[str, SessionRecord] | None = None
     cache_error: str | None = None
     given = _cache_path(ctx)
-    cache_file = Path(given).expanduser() if given else default_cache_path()
+    # Where the daemon writes its status file (beside the cache file; a local directory for a Redis cache), even
+    # when the cache cannot be opened (a malformed key).
+    cache_file = default_cache_path() if not given else Path(given).expanduser() if "://" not in given else None
     try:
-        records = {record.provider: record for record in AuthCache.open(path=cache_file).list()}
+        cache = AuthCache.open(given)
+        cache_file = cache.path
+        records = {record.provider: record for record in cache.list()}
     except CacheError as exc:  # a wrong key, a corrupt file: the status file still says what the daemon did
         cache_error = str(exc)
+    if cache_file is None:
+        click.echo(f"harvest status: error: {cache_error}", err=True)
+        sys.exit(_exit.CACHE_ERROR)
     try:
         report = build_report(read_status(status_path(cache_file)), records)
     except StatusFileError as exc:
