@@ -69,7 +69,7 @@ def serve(
         sys.exit(_exit.USAGE)
     secrets.set("server-token", [settings.token])
     path = cache_path or (ctx.find_root().obj or {}).get("cache_path")
-    cache = AuthCache.open(path=path)
+    cache = AuthCache.open(path)  # a file path, or a redis:// URL shared by several hosts
     try:
         cache.list()  # fail now, not at the first request, on a wrong key or a corrupt file
     except CacheError as exc:

@@ -68,7 +68,7 @@ class Records:
                 code="not_found",
             )
         try:
-            record = await self.state.runs.run(name, url=url, provider=provider, proxy=proxy)
+            record = await self.state.runs.run(name, url=url, provider=provider, proxy=proxy, stale=current)
         except Full:
             raise
         except UnknownProviderError as exc:

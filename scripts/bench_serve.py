@@ -1,0 +1,439 @@
+"""`harvest serve` benchmark: the FlareSolverr-compatible `/v1` and the OpenAI gateway, against FlareSolverr
+(from PyPI, installed into ``.bench-venvs/flaresolverr`` by this script when missing) in the same run.
+
+Run: ``.venv/bin/python scripts/bench_serve.py [--requests N] [--no-flaresolverr]``. The emulator, `harvest serve`
+and FlareSolverr each run in their own process; the load comes from this process (aiohttp, 50 connections).
+
+Cases (goals from issue 12):
+  (a) cached `request.get` + `returnOnlyCookies`, 50 concurrent clients   p50 <= 2 ms, >= 2,000 req/s
+  (b) cached `request.get` with the page fetched                          p50 <= 10 ms
+  (c) 100 concurrent `request.get` for one site, empty cache               1 browser run, <= 1.5x one cold harvest
+  (d) gateway overhead per streamed completion vs the in-process client    <= 0.5 ms; 20,000 chunks <= 1.2x
+  (e) RSS of the server idle and after 10,000 requests                     flat
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+VENV = ROOT / ".bench-venvs" / "flaresolverr"
+CHROMIUM = os.environ.get("CHROME_EXE_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def post_json(url: str, body: Any, timeout: float = 120.0) -> Any:
+    request = urllib.request.Request(
+        url, data=orjson.dumps(body), method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return orjson.loads(response.read())
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return orjson.loads(response.read())
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+# -- processes ------------------------------------------------------------------------------------------------
+
+
+def start_emulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulator", "--port", "0", "--think-ms", "300"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    harvest = ROOT / ".venv" / "bin" / "harvest"
+    process = subprocess.Popen(
+        [str(harvest), "serve", "--listen", "127.0.0.1:0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 60
+    for line in process.stderr:
+        found = re.search(r"listening on (http://\S+)", line)
+        if found:
+            # Keep draining stderr so the server never blocks on a full pipe.
+            import threading
+
+            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # type: ignore[union-attr]
+            return process, found.group(1)
+        if time.monotonic() > deadline:
+            break
+    raise RuntimeError("harvest serve did not start")
+
+
+def install_flaresolverr() -> Path | None:
+    """FlareSolverr from PyPI in a venv of its own (websockets 11, which its browser driver needs)."""
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        print("==> installing FlareSolverr from PyPI into .bench-venvs/flaresolverr", file=sys.stderr)
+        subprocess.run([shutil.which("python3") or sys.executable, "-m", "venv", str(VENV)], check=True)
+        done = subprocess.run(
+            [str(VENV / "bin" / "pip"), "install", "-q", "flaresolverr", "websockets==11.*"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            print(f"FlareSolverr did not install: {done.stderr.strip()[-500:]}", file=sys.stderr)
+            return None
+    return python
+
+
+def start_flaresolverr(python: Path, workdir: Path) -> tuple[subprocess.Popen[str], str] | None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "CHROME_EXE_PATH": CHROMIUM, "LOG_LEVEL": "warning"}
+    process = subprocess.Popen(
+        [str(python), "-m", "flaresolverr"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if get_json(url + "/").get("msg"):
+                return process, url
+        except OSError:
+            time.sleep(0.5)
+        if process.poll() is not None:
+            break
+    process.kill()
+    process.wait()
+    return None
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- load ---------------------------------------------------------------------------------------------------
+
+
+async def hammer(url: str, body: dict[str, Any], total: int, concurrency: int) -> tuple[list[float], float]:
+    """`total` POSTs of `body` from `concurrency` workers; returns (latencies, wall seconds)."""
+    import aiohttp
+
+    payload = orjson.dumps(body)
+    latencies: list[float] = []
+    remaining = total
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as response:
+                    data = await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{response.status}: {data[:200]!r}")
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return latencies, wall
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def sse_stream(session: Any, url: str, body: bytes) -> int:
+    """Read one SSE stream and count its text deltas (the same parse for every path)."""
+    n = 0
+    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+        buffer = b""
+        async for chunk in response.content.iter_any():
+            buffer += chunk
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                if event.startswith(b"data: {") and b'"content":"' in event and b'"content":""' not in event:
+                    n += 1
+    return n
+
+
+async def in_process_stream(emulator: str) -> int:
+    from providers import FreeNetfly
+
+    n = 0
+    async for item in FreeNetfly.create_async_generator("gpt-4", MESSAGES, base_url=emulator):
+        if type(item) is str:
+            n += 1
+    return n
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=10000, help="requests for case (a) and for (e)")
+    parser.add_argument("--no-flaresolverr", action="store_true", help="skip FlareSolverr (no install, no runs)")
+    parser.add_argument("--fs-runs", type=int, default=3, help="FlareSolverr requests per case (each runs a browser)")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="harvest-bench-serve-"))
+    env = dict(os.environ)
+    env.update(
+        HARVEST_CACHE=str(home / "sessions.cache"),
+        HARVEST_CACHE_KEY_FILE=str(home / "cache.key"),
+        HARVEST_CONFIG=str(home / "none.toml"),
+        TMPDIR=str(home),
+    )
+    env.pop("HARVEST_SERVER_TOKEN", None)
+    os.environ.update(HARVEST_CACHE=env["HARVEST_CACHE"], HARVEST_CACHE_KEY_FILE=env["HARVEST_CACHE_KEY_FILE"])
+    emulator, emu = start_emulator(env)
+    env["HARVEST_FREENETFLY_BASE_URL"] = emu
+    serve, base = start_serve(env)
+    rows: list[tuple[str, str, str, str]] = []
+    fs_results: dict[str, float] = {}
+    try:
+        idle_rss = rss_kib(serve.pid)
+        v1 = base + "/v1"
+        # Warm: the first request harvests the site (one browser run), later ones answer from the cache.
+        started = time.perf_counter()
+        first = post_json(v1, {"cmd": "request.get", "url": emu + "/"})
+        cold_first = time.perf_counter() - started
+        assert first["status"] == "ok", first
+
+        # (a) returnOnlyCookies, 50 concurrent.
+        lat, wall = asyncio.run(
+            hammer(v1, {"cmd": "request.get", "url": emu + "/", "returnOnlyCookies": True}, args.requests, 50)
+        )
+        rss_after = rss_kib(serve.pid)
+        rows.append(
+            (
+                "(a) returnOnlyCookies x50",
+                f"p50 {ms(pct(lat, 0.5))}, p99 {ms(pct(lat, 0.99))}",
+                f"{len(lat) / wall:,.0f} req/s",
+                "p50 <= 2 ms, >= 2,000 req/s",
+            )
+        )
+
+        # (b) the page fetched with the record, one client at a time.
+        lat_b, _ = asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/"}, 300, 1))
+        rows.append(
+            (
+                "(b) request.get, page fetched",
+                f"p50 {ms(pct(lat_b, 0.5))}",
+                f"p99 {ms(pct(lat_b, 0.99))}",
+                "p50 <= 10 ms",
+            )
+        )
+
+        # (c) an empty cache: one cold request, then 100 concurrent ones (clearances issued = browser runs).
+        from cache import AuthCache
+
+        cache = AuthCache.open()
+
+        def forget() -> None:
+            cache.delete("127.0.0.1")
+            post_json(emu + "/__emulator__/revoke", {})
+
+        forget()
+        before = get_json(emu + "/__emulator__/stats")["clearances_issued"]
+        started = time.perf_counter()
+        post_json(v1, {"cmd": "request.get", "url": emu + "/"})
+        one_cold = time.perf_counter() - started
+        forget()
+        _, wall_c = asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/"}, 100, 100))
+        runs = get_json(emu + "/__emulator__/stats")["clearances_issued"] - before - 1
+        rows.append(
+            (
+                "(c) 100 concurrent, empty cache",
+                f"{runs} browser run(s)",
+                f"{wall_c:.2f} s vs one cold {one_cold:.2f} s = {wall_c / one_cold:.2f}x",
+                "1 run, <= 1.5x",
+            )
+        )
+
+        # (e) memory: another batch of requests, RSS again.
+        asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/", "returnOnlyCookies": True}, args.requests, 50))
+        rss_more = rss_kib(serve.pid)
+        rows.append(
+            (
+                "(e) RSS of harvest serve",
+                f"idle {idle_rss / 1024:.1f} MiB",
+                f"after {args.requests:,}: {rss_after / 1024:.1f} MiB, after {2 * args.requests:,}: "
+                f"{rss_more / 1024:.1f} MiB",
+                "flat",
+            )
+        )
+
+        # (d) the gateway against the in-process client, on a clearance-free emulator.
+        post_json(emu + "/__emulator__/config", {"require_clearance": False})
+        gateway_rows = asyncio.run(case_d(base, emu))
+        rows.extend(gateway_rows)
+
+        print(f"\nharvest serve (first request, cold: {cold_first:.2f} s)")
+        width = max(len(r[0]) for r in rows)
+        for name, first_col, second_col, goal in rows:
+            print(f"  {name:<{width}}  {first_col:<28} {second_col:<52} goal: {goal}", flush=True)
+        # FlareSolverr, same machine, same emulator.
+        if not args.no_flaresolverr:
+            post_json(emu + "/__emulator__/config", {"require_clearance": True})
+            fs_results = run_flaresolverr(emu, args.fs_runs, home)
+    finally:
+        stop(serve)
+        stop(emulator)
+        shutil.rmtree(home, ignore_errors=True)
+
+    if fs_results:
+        print("\nFlareSolverr (PyPI) on the same emulator")
+        for name, seconds in fs_results.items():
+            print(f"  {name:<40} {seconds:.2f} s")
+        ours_b = pct(lat_b, 0.5)
+        if "request.get p50" in fs_results:
+            print(
+                f"  ratio request.get p50: FlareSolverr / harvest serve = {fs_results['request.get p50'] / ours_b:,.0f}x"
+            )
+    return 0
+
+
+async def case_d(base: str, emu: str) -> list[tuple[str, str, str, str]]:
+    import aiohttp
+
+    from providers import close_transport
+
+    body = orjson.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": True})
+    url = base + "/v1/chat/completions"
+    n = 300
+    async with aiohttp.ClientSession() as session:
+        await sse_stream(session, url, body)  # warm both paths
+        await in_process_stream(emu)
+        results: dict[str, list[float]] = {"gateway": [], "in-process": []}
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(n):
+                await in_process_stream(emu)
+            results["in-process"].append((time.perf_counter() - started) / n)
+            started = time.perf_counter()
+            for _ in range(n):
+                await sse_stream(session, url, body)
+            results["gateway"].append((time.perf_counter() - started) / n)
+        small_in, small_gw = statistics.median(results["in-process"]), statistics.median(results["gateway"])
+        async with session.post(emu + "/__emulator__/config", json={"stream_chunks": 20000}) as response:
+            await response.read()
+        big: dict[str, list[float]] = {"gateway": [], "in-process": []}
+        for _ in range(3):
+            started = time.perf_counter()
+            count_in = await in_process_stream(emu)
+            big["in-process"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            count_gw = await sse_stream(session, url, body)
+            big["gateway"].append(time.perf_counter() - started)
+        assert count_in == count_gw == 20000, (count_in, count_gw)
+        async with session.post(emu + "/__emulator__/config", json={"stream_chunks": None}) as response:
+            await response.read()
+    await close_transport()
+    big_in, big_gw = statistics.median(big["in-process"]), statistics.median(big["gateway"])
+    return [
+        (
+            "(d) 300 small streams, per request",
+            f"gateway {ms(small_gw)}",
+            f"in-process {ms(small_in)}, overhead {ms(small_gw - small_in)}",
+            "overhead <= 0.5 ms",
+        ),
+        (
+            "(d) one 20,000-chunk stream",
+            f"gateway {big_gw:.3f} s",
+            f"in-process {big_in:.3f} s = {big_gw / big_in:.2f}x",
+            "<= 1.2x",
+        ),
+    ]
+
+
+def run_flaresolverr(emu: str, runs: int, home: Path) -> dict[str, float]:
+    python = install_flaresolverr()
+    if python is None:
+        return {}
+    workdir = home / "flaresolverr"
+    workdir.mkdir()
+    started = start_flaresolverr(python, workdir)
+    if started is None:
+        print("FlareSolverr did not start", file=sys.stderr)
+        return {}
+    process, url = started
+    results: dict[str, float] = {}
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("request.get p50", {"cmd": "request.get", "url": emu + "/", "maxTimeout": 60000}),
+        ("request.get returnOnlyCookies p50", {"cmd": "request.get", "url": emu + "/", "returnOnlyCookies": True}),
+        ("request.get with a session p50", {"cmd": "request.get", "url": emu + "/", "session": "bench"}),
+    ]
+    try:
+        for name, body in cases:
+            try:
+                if "session" in body:
+                    post_json(url + "/v1", {"cmd": "sessions.create", "session": "bench"})
+                times = []
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    answer = post_json(url + "/v1", body)
+                    times.append(time.perf_counter() - t0)
+                results[name] = statistics.median(times)
+                solution = answer.get("solution") or {}
+                print(
+                    f"  FlareSolverr {name}: {results[name]:.2f} s, answered status {solution.get('status')}, "
+                    f"message {answer.get('message')!r}",
+                    flush=True,
+                )
+            except urllib.error.HTTPError as exc:
+                print(f"  FlareSolverr {name}: failed: HTTP {exc.code} {exc.read()[:300]!r}", flush=True)
+    finally:
+        stop(process)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())
