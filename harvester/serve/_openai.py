@@ -280,34 +280,45 @@ class Gateway:
             + b',"choices":[{"index":0,"delta":'
         )
         open_tail = b',"finish_reason":null}]}\n\n'
-        write = response.write
+        out = _Coalescer(response)
+        add = out.add
         usage: Usage | None = None
         finish = "stop"
-        await write(head + b'{"role":"assistant","content":""}' + open_tail)
+        add(head + b'{"role":"assistant","content":""}' + open_tail)
         try:
             item = first
             while item is not None:
-                if isinstance(item, str):
-                    await write(head + b'{"content":' + orjson.dumps(item) + b"}" + open_tail)
+                if type(item) is str:
+                    add(head + b'{"content":' + orjson.dumps(item) + b"}" + open_tail)
                 elif isinstance(item, Reasoning):
-                    await write(head + b'{"reasoning_content":' + orjson.dumps(item.text) + b"}" + open_tail)
+                    add(head + b'{"reasoning_content":' + orjson.dumps(item.text) + b"}" + open_tail)
                 elif isinstance(item, Usage):
                     usage = item
                 elif isinstance(item, FinishReason):
                     finish = item.reason
                 elif isinstance(item, ImageResponse):
                     content = "\n".join(f"![image]({url})" for url in item.images)
-                    await write(head + b'{"content":' + orjson.dumps(content) + b"}" + open_tail)
+                    add(head + b'{"content":' + orjson.dumps(content) + b"}" + open_tail)
+                elif isinstance(item, str):
+                    add(head + b'{"content":' + orjson.dumps(str(item)) + b"}" + open_tail)
+                if out.full:
+                    await out.drain()
                 item = await anext(iterator, None)
             tail = b',"finish_reason":' + orjson.dumps(finish) + b'}],"usage":' + orjson.dumps(_usage(usage)) + b"}\n\n"
-            await write(head + b"{}" + tail + _DONE)
+            add(head + b"{}" + tail + _DONE)
         except Exception as exc:
+            if isinstance(exc, ConnectionError):
+                raise  # the client went away: nobody to tell
             if not _is_provider_error(exc):
                 logger.exception("serve.stream.internal_error")
                 exc = GatewayError(500, "internal error in harvest serve (please report this)", "internal_error")
             error = exc if isinstance(exc, GatewayError) else translate(exc)
-            await write(error.event() + _DONE)
-        await response.write_eof()
+            add(error.event() + _DONE)
+        finally:
+            closing = getattr(items, "aclose", None)
+            if closing is not None:
+                await closing()  # the provider's response is closed now, not when the generator is collected
+            await out.close()
         return response
 
     # -- POST /v1/images/generations ---------------------------------------------------------------------------
@@ -362,6 +373,67 @@ class Gateway:
         if fetched.status != 200:
             raise GatewayError(502, f"the image at {url} answered HTTP {fetched.status}", "provider_error")
         return fetched.content
+
+
+class _Coalescer:
+    """Writes SSE events in batches. A provider yields the events of one network read back to back, with no
+    loop iteration between them; a writer task wakes once they stop and sends all that piled up in one write,
+    instead of one write (and one send) per event. A full buffer makes the producer wait (``drain``).
+    """
+
+    LIMIT = 1 << 20  # bytes buffered before the producer waits for the client
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self._response = response
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._run())
+
+    @property
+    def full(self) -> bool:
+        """True when the producer should wait for the client (``drain``)."""
+        return self._size > self.LIMIT
+
+    def add(self, data: bytes) -> None:
+        """Queue one event (no I/O here); raises once the client is gone."""
+        if self._task.done():
+            self._task.result()  # raises the writer's error (the client went away)
+            raise ConnectionResetError("the stream is closed")
+        self._buffer.append(data)
+        self._size += len(data)
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait until the writer has taken the buffer."""
+        self._drained.clear()
+        waiter = asyncio.ensure_future(self._drained.wait())
+        await asyncio.wait([waiter, self._task], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if self._task.done():
+            self._task.result()
+
+    async def close(self) -> None:
+        """Send what is left and end the response body."""
+        self._closing = True
+        self._wake.set()
+        await self._task
+        await self._response.write_eof()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._buffer:
+                data = b"".join(self._buffer)
+                self._buffer.clear()
+                self._size = 0
+                self._drained.set()
+                await self._response.write(data)
+            if self._closing and not self._buffer:
+                return
 
 
 def _is_provider_error(exc: BaseException) -> bool:
