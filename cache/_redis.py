@@ -297,6 +297,37 @@ class RedisStorage:
             with contextlib.suppress(rex.LockError, rex.ConnectionError, rex.TimeoutError, OSError):
                 lock.reacquire()
 
+    # -- daemon heartbeats --------------------------------------------------------------------------------------
+
+    def put_heartbeat(self, daemon_id: str, document: dict[str, Any], ttl: float) -> None:
+        """Publish one daemon's heartbeat; it vanishes ``ttl`` seconds after the last one (a dead node drops out)."""
+        import orjson
+
+        with self._errors():
+            self._client.set(f"{self.prefix}:daemon:{daemon_id}", orjson.dumps(document), px=int(ttl * 1000))
+
+    def drop_heartbeat(self, daemon_id: str) -> None:
+        """Remove a daemon's heartbeat (at a clean stop)."""
+        with self._errors():
+            self._client.delete(f"{self.prefix}:daemon:{daemon_id}")
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        """Every live daemon's heartbeat document, sorted by node and pid."""
+        import orjson
+
+        with self._errors():
+            keys = sorted(self._client.scan_iter(f"{self.prefix}:daemon:*", count=100))
+            values = self._client.mget(keys) if keys else []
+        beats = []
+        for value in values:
+            if value is None:
+                continue
+            with contextlib.suppress(orjson.JSONDecodeError):
+                document = orjson.loads(value)
+                if isinstance(document, dict):
+                    beats.append(document)
+        return sorted(beats, key=lambda d: (str(d.get("node")), str(d.get("pid"))))
+
     # -- the subscriber ----------------------------------------------------------------------------------------
 
     def _ensure_watcher(self) -> None:

@@ -111,7 +111,7 @@ def _reload_settings(config_path: Path | None) -> Any:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show, per provider: last success, last failure and its error, next run, record expiry."""
     from cache import default_cache_path
-    from harvester.daemon._status import StatusFileError, build_report, read_status, status_path
+    from harvester.daemon._status import StatusFileError, add_cluster, build_report, read_status, status_path
 
     records: dict[str, SessionRecord] | None = None
     cache_error: str | None = None
@@ -119,17 +119,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
     # Where the daemon writes its status file (beside the cache file; a local directory for a Redis cache), even
     # when the cache cannot be opened (a malformed key).
     cache_file = default_cache_path() if not given else Path(given).expanduser() if "://" not in given else None
+    heartbeats = None
     try:
         cache = AuthCache.open(given)
         cache_file = cache.path
         records = {record.provider: record for record in cache.list()}
+        beats = getattr(cache.storage, "heartbeats", None)  # live daemons on a shared (Redis) cache
+        heartbeats = beats() if beats is not None else None
     except CacheError as exc:  # a wrong key, a corrupt file: the status file still says what the daemon did
         cache_error = str(exc)
     if cache_file is None:
         click.echo(f"harvest status: error: {cache_error}", err=True)
         sys.exit(_exit.CACHE_ERROR)
     try:
-        report = build_report(read_status(status_path(cache_file)), records)
+        report = add_cluster(build_report(read_status(status_path(cache_file)), records), heartbeats)
     except StatusFileError as exc:
         click.echo(f"harvest status: error: {exc}", err=True)
         sys.exit(_exit.CACHE_ERROR)
@@ -176,3 +179,8 @@ def _print_table(report: dict[str, Any]) -> None:
             "running" if row["running"] else _ago(row["next_run"], now, future=True),
         )
     Console().print(table)
+    for beat in report.get("daemons") or ():
+        refreshed = ", ".join(
+            f"{name} {_ago(entry.get('last_success'), now)}" for name, entry in (beat.get("providers") or {}).items()
+        )
+        click.echo(f"daemon {beat.get('node')} pid {beat.get('pid')} v{beat.get('version')}: {refreshed or '-'}")

@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.metadata
 import logging
 import os
 import random
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -53,7 +55,17 @@ from ._logging import LOGGER_NAME, SecretRegistry, log_event
 from ._metrics import DaemonMetrics, Outcome
 from ._schedule import RandomSource, backoff_delay, next_refresh
 from ._settings import DaemonSettings
-from ._status import ProviderState, build_report, status_document, status_path, write_status
+from ._status import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TTL,
+    ProviderState,
+    add_cluster,
+    build_report,
+    heartbeat_document,
+    status_document,
+    status_path,
+    write_status,
+)
 
 if TYPE_CHECKING:
     from harvester.serve import ServeApp
@@ -62,6 +74,17 @@ logger = logging.getLogger(LOGGER_NAME)
 
 # How often the main loop wakes with nothing to do: the granularity of the idle-browser check.
 _TICK = 0.5
+_NODE = socket.gethostname()  # names this daemon in heartbeats on a shared cache
+
+
+def _harvest_version() -> str:
+    try:
+        return importlib.metadata.version("harvest")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_VERSION = _harvest_version()
 # After cancelling, the harvests' own teardown (closing their tabs) gets this long.
 _CANCEL_GRACE = 2.0
 
@@ -158,6 +181,8 @@ class Daemon:
         # Serialises status-file writes, so an older document never replaces a newer one.
         self._status_lock = asyncio.Lock()
         self._status_dirty = False
+        self._next_heartbeat = 0.0  # monotonic time of the next heartbeat on a shared cache
+        self._daemon_id = f"{_NODE}:{os.getpid()}:{random.getrandbits(24):06x}"  # unique even in one process
         self._last_activity = time.monotonic()
         self._browser_used = False  # a harvest ran since the browser was last closed
         self._stopping = False
@@ -241,6 +266,7 @@ class Daemon:
             for signum in installed:
                 loop.remove_signal_handler(signum)
         await self._write_status(running=False)
+        await self._heartbeat(stopping=True)
         log_event(logger, logging.INFO, "daemon.stopped", signal=self._last_signal or None)
         return 0
 
@@ -267,6 +293,8 @@ class Daemon:
             await self._close_idle_browser()
             if self._status_dirty:
                 await self._write_status()
+                self._next_heartbeat = 0.0  # a change (a refresh) is published at once, not at the next beat
+            await self._heartbeat()
 
     async def _shutdown(self) -> None:
         if self._stopping:
@@ -594,6 +622,35 @@ class Daemon:
             except OSError as exc:
                 log_event(logger, logging.ERROR, "status.write_failed", error=_describe(exc))
 
+    async def _heartbeat(self, *, stopping: bool = False) -> None:
+        """On a shared cache (Redis), publish this daemon's heartbeat every few seconds, with a TTL."""
+        storage = self.cache.storage
+        put = getattr(storage, "put_heartbeat", None)
+        if put is None or (not stopping and time.monotonic() < self._next_heartbeat):
+            return
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+        daemon_id = self._daemon_id
+        try:
+            if stopping:
+                await asyncio.to_thread(storage.drop_heartbeat, daemon_id)  # type: ignore[attr-defined]
+                return
+            document = heartbeat_document(
+                self.states, node=_NODE, pid=os.getpid(), version=_VERSION, started_at=self.started_at
+            )
+            await asyncio.to_thread(put, daemon_id, document, HEARTBEAT_TTL)
+        except CacheError as exc:
+            log_event(logger, logging.WARNING, "heartbeat.failed", error=_describe(exc))
+
+    async def heartbeats(self) -> list[dict[str, Any]] | None:
+        """Every live daemon on this cache (None when the cache is not shared)."""
+        beats = getattr(self.cache.storage, "heartbeats", None)
+        if beats is None:
+            return None
+        try:
+            return list(await asyncio.to_thread(beats))
+        except CacheError:
+            return None
+
     async def report(self) -> dict[str, Any]:
         """Return the status report (what ``harvest status --json`` and ``GET /status`` show)."""
         document = status_document(
@@ -605,7 +662,7 @@ class Daemon:
             records = {record.provider: record for record in listed}
         except Exception:
             records = None
-        return build_report(document, records, check_pid=False)
+        return add_cluster(build_report(document, records, check_pid=False), await self.heartbeats())
 
     @property
     def inflight(self) -> int:

@@ -229,3 +229,43 @@ def build_report(
         },
         "providers": rows,
     }
+
+
+HEARTBEAT_INTERVAL = 5.0  # seconds between a daemon's heartbeats on a shared (Redis) cache
+HEARTBEAT_TTL = 20.0  # a heartbeat not renewed for this long drops out: the daemon is gone
+
+
+def heartbeat_document(
+    states: Mapping[str, ProviderState], *, node: str, pid: int, version: str, started_at: datetime
+) -> dict[str, Any]:
+    """What a daemon publishes about itself on a shared cache: node, pid, version, providers, last refreshes."""
+    return {
+        "node": node,
+        "pid": pid,
+        "version": version,
+        "started_at": format_time(started_at),
+        "updated_at": format_time(utcnow()),
+        "providers": {
+            name: {
+                "last_success": format_time(state.last_success),
+                "record_harvested_at": format_time(state.record_harvested_at),
+                "harvests": state.harvests,
+            }
+            for name, state in sorted(states.items())
+        },
+    }
+
+
+def add_cluster(report: dict[str, Any], heartbeats: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Add every live daemon (``daemons``) and, per record, the node that refreshed it (``refreshed_by``)."""
+    if heartbeats is None:
+        return report
+    report["daemons"] = heartbeats
+    for row in report["providers"]:
+        row["refreshed_by"] = None
+        for beat in heartbeats:
+            entry = (beat.get("providers") or {}).get(row["provider"]) or {}
+            if row["record_harvested_at"] and entry.get("record_harvested_at") == row["record_harvested_at"]:
+                row["refreshed_by"] = f"{beat.get('node')}:{beat.get('pid')}"
+                break
+    return report

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from types import MappingProxyType
 
 from cache import AuthCache, generate_key
 from harvester.daemon import Daemon, DaemonSettings, ProviderSpec, SchedulePolicy
 
 from ._fakes import FakeHarvester
+
+HARVEST = str(Path(sys.executable).with_name("harvest"))
 
 
 def _settings(min_margin: float) -> DaemonSettings:
@@ -21,7 +29,8 @@ async def test_two_daemons_on_one_redis_refresh_once_per_cycle(redis_location: s
     """Two daemons whose schedules differ by 0.5 s: the later one reschedules from the earlier one's record.
 
     Over 7 s of 3 s records, the first daemon refreshes each cycle and the second runs no browser after the
-    start (on the old code it harvested again every cycle, half a second after the first).
+    start (on the old code it harvested again every cycle, half a second after the first). Both publish
+    heartbeats that `harvest status` and the report show, with the node that refreshed the record.
     """
     key = generate_key()
     first, second = FakeHarvester(ttl=3.0, delay=0.05), FakeHarvester(ttl=3.0, delay=0.05)
@@ -31,11 +40,21 @@ async def test_two_daemons_on_one_redis_refresh_once_per_cycle(redis_location: s
     ]
     tasks = [asyncio.get_running_loop().create_task(d.serve()) for d in daemons]
     await asyncio.sleep(7.0)
+    runs = len(first.calls) + len(second.calls)  # over the 7 s (the checks below take a while on a busy host)
+    report = await daemons[0].report()
+    assert len(report["daemons"]) == 2 and {b["pid"] for b in report["daemons"]} == {os.getpid()}
+    assert report["providers"][0]["refreshed_by"] == f"{socket.gethostname()}:{os.getpid()}"
+    env = os.environ | {"HARVEST_CACHE": redis_location, "HARVEST_CACHE_KEY": key}
+    status = await asyncio.to_thread(
+        subprocess.run, [HARVEST, "status", "--json"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert status.returncode == 0, status.stderr
+    assert len(json.loads(status.stdout)["daemons"]) == 2
     for daemon in daemons:
         daemon.request_exit()
     assert [await asyncio.wait_for(t, 15) for t in tasks] == [0, 0]
-    runs = len(first.calls) + len(second.calls)
     assert len(second.calls) <= 1, (first.calls, second.calls)
-    assert 3 <= runs <= 4, (len(first.calls), len(second.calls))
+    assert 3 <= runs <= 4, runs
     record = AuthCache.open(redis_location, key=key).get("alpha")
     assert record is not None and not record.is_expired
+    assert await daemons[0].heartbeats() == []  # a clean stop takes the heartbeat away
