@@ -34,7 +34,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._session import RequestIdentity, identity_for, merge_set_cookies
-from ._types import Chunk, ImageResponse, Messages
+from ._types import Chunk, ImageResponse, Messages, image_prompt
 
 if TYPE_CHECKING:
     from cache import AuthCache, SessionRecord
@@ -278,8 +278,6 @@ class Client:
         provider = self.provider
         model = self.resolve_model(model)
         if self.is_image_model(model):
-            from ._deepinfra import image_prompt
-
             yield await self.image(image_prompt(messages), model, timeout=timeout, api_key=api_key)
             return
         call = self._new_call(timeout=timeout, api_key=api_key, cookies=cookies)

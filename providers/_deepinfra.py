@@ -9,24 +9,13 @@ import orjson
 
 from ._base import Provider
 from ._exceptions import ProviderError, short_body
-from ._types import ImageResponse, Messages
+from ._types import ImageResponse
 
 if TYPE_CHECKING:
     from cache import AuthCache
 
     from ._client import Call
     from ._transport import Request
-
-
-def image_prompt(messages: Messages) -> str:
-    """The prompt of an image request: the last user message's text."""
-    for message in reversed(list(messages)):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            return str(content or "")
-    return ""
 
 
 class DeepInfra(Provider):

@@ -66,5 +66,16 @@ class ImageResponse:
         return tuple(image for image in self.images if image.startswith("data:"))
 
 
+def image_prompt(messages: Messages) -> str:
+    """The prompt of an image request: the last user message's text."""
+    for message in reversed(list(messages)):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
 #: One item of ``create_async_generator``: a text delta or one of the typed values above.
 Chunk: TypeAlias = str | Usage | FinishReason | Reasoning | ImageResponse
