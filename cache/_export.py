@@ -177,7 +177,9 @@ def to_cookies_json(record: SessionRecord) -> str:
 def to_har(record: SessionRecord) -> str:
     """A minimal HAR 1.2 log: one GET of the record's origin carrying its user agent, headers and cookies."""
     origin = record.origin or _origin_from_cookies(record)
-    headers = [{"name": name, "value": value} for name, value in request_headers(record).items()]
+    # Host first, as a browser's HAR has it: g4f files a HAR entry's cookies and headers under its Host header.
+    headers = [{"name": "Host", "value": origin.split("://", 1)[-1].split("/", 1)[0]}]
+    headers += [{"name": name, "value": value} for name, value in request_headers(record).items()]
     if record.cookies:
         headers.append({"name": "Cookie", "value": cookie_header(record)})
     har_cookies = []

@@ -231,6 +231,7 @@ def test_har_round_trips(session: Session) -> None:
     record = session.record()
     url, headers, cookies = read_har(session.harvest("cache", "get", "cerebras", "--format", "har").stdout)
     assert url == record["origin"] + "/"
+    assert headers["Host"] == record["origin"].split("://", 1)[1]
     assert headers["User-Agent"] == record["user_agent"]
     for name, value in record["headers"].items():
         assert headers[name] == value
