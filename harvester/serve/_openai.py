@@ -81,10 +81,33 @@ def translate(exc: BaseException) -> GatewayError:
 
 
 class ProviderAdapter:
-    """The calls the gateway makes, over today's provider classmethods (one place to switch to ``Client``)."""
+    """The calls the gateway makes, over one ``providers.Client`` per provider.
+
+    The clients share the server's curl transport (one connection pool), its cache, and its single flight as
+    their refresher: a provider session refused mid-call is harvested again through the same lock table (and
+    the same browser) as FlareSolverr's requests.
+    """
 
     def __init__(self, state: ServeState) -> None:
         self._state = state
+        self._clients: dict[str, Any] = {}
+
+    def client(self, provider: type[Provider]) -> Any:
+        """The client of ``provider``, made on first use."""
+        name = provider.name()
+        client = self._clients.get(name)
+        if client is None:
+            from providers import Client
+
+            state = self._state
+            client = self._clients[name] = Client(
+                provider,
+                cache=state.cache,
+                transport=state.transport,
+                refresher=state.runs.flight,
+                base_url=state.config.base_url(name),
+            )
+        return client
 
     def chat(
         self,
@@ -97,38 +120,30 @@ class ProviderAdapter:
         max_tokens: int | None,
         extra_body: Mapping[str, Any],
     ) -> AsyncIterator[Any]:
-        return provider.create_async_generator(
-            model,
+        return self.client(provider).chat(  # type: ignore[no-any-return]
             messages,
+            model,
             stream=stream,
             temperature=temperature,
             max_tokens=max_tokens,
             extra_body=extra_body or None,
-            base_url=self._state.config.base_url(provider.name()),
-            cache=self._state.cache,
         )
 
     async def models(self, provider: type[Provider]) -> list[str]:
-        return await provider.get_models(base_url=self._state.config.base_url(provider.name()), cache=self._state.cache)
+        return await self.client(provider).models()  # type: ignore[no-any-return]
 
     async def image(
         self, provider: type[Provider], prompt: str, model: str | None, extra_body: Mapping[str, Any]
     ) -> Any:
-        create = getattr(provider, "create_async_image", None)
-        if create is None:
+        if not provider.image_models:
             raise GatewayError(400, f"{provider.name()} does not generate images", "unsupported_model")
-        return await create(
-            prompt,
-            model,
-            base_url=self._state.config.base_url(provider.name()),
-            extra_body=extra_body or None,
-            cache=self._state.cache,
-        )
+        return await self.client(provider).image(prompt, model, extra_body=extra_body or None)
 
     async def aclose(self) -> None:
-        from providers import close_transport
-
-        await close_transport()  # the loop's default clients: their cookie merges, then their transport
+        """Wait for the clients' cookie merges (the transport and the refresher are the server's to close)."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
 
 class Gateway:
@@ -416,24 +431,25 @@ class _Coalescer:
             self._task.result()
 
     async def close(self) -> None:
-        """Send what is left and end the response body."""
+        """Send what is left with the end of the body: one write (and one send) for a short answer."""
         self._closing = True
         self._wake.set()
         await self._task
-        await self._response.write_eof()
+        rest, self._buffer = b"".join(self._buffer), []
+        await self._response.write_eof(rest)
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                return  # what is left goes out with the end of the body
             if self._buffer:
                 data = b"".join(self._buffer)
                 self._buffer.clear()
                 self._size = 0
                 self._drained.set()
                 await self._response.write(data)
-            if self._closing and not self._buffer:
-                return
 
 
 def _is_provider_error(exc: BaseException) -> bool:

@@ -65,6 +65,11 @@ class BrowserRuns:
         self.started = 0  # runs started (the bench and the tests read it)
 
     @property
+    def flight(self) -> SingleFlight:
+        """The single flight behind the runs (the gateway's clients use it as their refresher)."""
+        return self._flight
+
+    @property
     def in_flight(self) -> int:
         """Runs going on now."""
         return len(self._tasks)

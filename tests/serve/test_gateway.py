@@ -152,3 +152,25 @@ def test_images_as_b64_json_and_url(gateway: Server) -> None:
     assert inline.data and base64.b64decode(inline.data[0].b64_json or "").startswith(b"\x89PNG")
     assert remote.data and (remote.data[0].url or "").endswith(".png")
     assert fetched.data and base64.b64decode(fetched.data[0].b64_json or "").startswith(b"\x89PNG")
+
+
+def test_a_client_that_leaves_mid_stream_leaves_the_server_well(gateway: Server, emulator: EmulatorThread) -> None:
+    """A client that hangs up mid-stream ends that stream; the next completion is answered normally."""
+    import socket
+
+    emulator.configure(stream_chunks=200, drip_ms=20.0)
+    host, port = gateway.url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": True}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + body)
+        assert b"chat.completion.chunk" in sock.recv(65536)
+    emulator.configure(stream_chunks=None, drip_ms=0.0)
+    with _client(gateway) as client:
+        answer = client.chat.completions.create(model="freenetfly/gpt-4", messages=MESSAGES)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == REPLY
+    status, _, text = gateway.call("GET", "/metrics")
+    assert status == 200 and 'outcome="200",route="/v1/chat/completions"' in text
