@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._config import ClientConfig
-from ._decode import error_for_html, error_for_status, is_html
+from ._decode import error_for_html, error_for_status, is_html, looks_like_html
 from ._exceptions import (
     CloudflareError,
     ProviderError,
@@ -398,14 +398,26 @@ class Client:
         response = await transport.handle_request(request)
         status = response.status
         html = False
+        body = b""
         if 200 <= status < 300:
             # An API answers with an event stream or JSON: a 2xx HTML page is a challenge (or a provider's error
             # page) in the API's place, and must not reach a decoder that would call it a truncated stream.
-            html = is_html(response.header("content-type"))
-            if not html:
-                return response
+            content_type = response.header("content-type")
+            if content_type is not None:
+                html = is_html(content_type)
+                if not html:
+                    return response
+            else:
+                # No type given (rare): sniff the first bytes, and give them back if they are not a page.
+                try:
+                    body = await response.receive()
+                except BaseException:
+                    await response.aclose()
+                    raise
+                if not looks_like_html(body):
+                    return _Replayed(response, body)
+                html = True
         try:
-            body = b""
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > _ERROR_BODY_LIMIT:
@@ -449,6 +461,52 @@ class Client:
         if not set_cookies or merge_set_cookies(record, set_cookies) is None:
             return
         call.remember(lambda current: _merged(current, record, set_cookies))
+
+
+class _Replayed:
+    """A response whose first body chunk was read ahead (to sniff its type) and is given back first."""
+
+    __slots__ = ("_first", "_response", "url")
+
+    def __init__(self, response: Response, first: bytes) -> None:
+        self._response = response
+        self._first: bytes | None = first
+        self.url = response.url
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    @property
+    def set_cookies(self) -> list[str]:
+        return self._response.set_cookies
+
+    def header(self, name: str) -> str | None:
+        return self._response.header(name)
+
+    async def receive(self) -> bytes:
+        first, self._first = self._first, None
+        return first if first is not None else await self._response.receive()
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        while data := await self.receive():
+            yield data
+
+    async def aread(self) -> bytes:
+        return b"".join([chunk async for chunk in self.aiter_bytes()])
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+    async def __aenter__(self) -> _Replayed:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def _merged(current: SessionRecord | None, used: SessionRecord, set_cookies: list[str]) -> SessionRecord | None:

@@ -110,6 +110,12 @@ def is_html(content_type: str | None) -> bool:
     return media in ("text/html", "application/xhtml+xml")
 
 
+def looks_like_html(data: bytes) -> bool:
+    """True if a body whose type was not given starts as an HTML page or carries a challenge's markers."""
+    head = data[:64].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html")) or any(m in data for m in _CHALLENGE_MARKERS)
+
+
 def error_for_html(status: int, headers: Mapping[str, str], body: bytes, *, provider: str, url: str) -> ProviderError:
     """The error for a 2xx HTML page where an event stream or JSON was expected.
 

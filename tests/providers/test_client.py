@@ -285,3 +285,20 @@ async def test_html_page_where_a_stream_was_expected_is_a_provider_error(cache: 
     assert "HTML page where an event stream or JSON was expected" in str(info.value)
     assert "Sign in to continue" in str(info.value)
     assert refresher.calls == []
+
+
+async def test_untyped_challenge_page_heals_and_untyped_stream_still_streams(cache: AuthCache) -> None:
+    """With no Content-Type, a body with a challenge's markers heals like a 403, and a real stream is decoded whole."""
+    cache.put(record("old"))
+    refresher = FakeRefresher(record("new", age=0))
+
+    def answer(request: Request) -> MockResponse:
+        if "cf_clearance=new" in cookie_of(request):
+            return MockResponse(200, {}, chunks(sse("o", "k")))  # an event stream, untyped
+        return MockResponse(200, {}, CHALLENGE_PAGE)
+
+    transport = MockTransport(answer)
+    async with Client(FreeNetfly, cache=cache, transport=transport, refresher=refresher, base_url=API) as client:
+        items = await collect(client)
+    assert items[:2] == ["o", "k"] and FinishReason("stop") in items
+    assert len(refresher.calls) == 1
