@@ -146,11 +146,11 @@ class RedisStorage:
 
     @property
     def path(self) -> Path:
-        """A local path for this host's state files beside the cache (the daemon's status file)."""
-        import platformdirs
+        """A local path for this host's state files (the daemon's status file): beside the key file."""
+        from ._keys import default_key_file
 
-        safe = "".join(ch if ch.isalnum() else "_" for ch in self._location.split("://", 1)[-1])
-        return platformdirs.user_data_path("harvest") / f"redis-{safe}-{self.prefix}.cache"
+        safe = "".join(ch if ch.isalnum() else "_" for ch in self._location.split("@")[-1].split("?")[0])
+        return default_key_file().parent / f"redis-{safe}-{self.prefix}.cache"
 
     @property
     def client(self) -> redis.Redis:

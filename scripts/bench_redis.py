@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Redis benchmark: several daemons and many readers sharing one cache on one local redis-server.
+
+    .venv/bin/python scripts/bench_redis.py [--seconds 60] [--daemons 3] [--readers 20] [--ttl 8]
+
+Starts a redis-server (child, password, temp dir), the emulator with ``--ttl``-second sessions, ``--daemons``
+``harvest daemon`` processes and ``--readers`` reader processes, all on ``redis://…``. Reports:
+
+* browser runs per provider per refresh window, counted at the emulator (goal: exactly 1); a window is one
+  record generation the readers saw;
+* failed reads over every reader (goal: 0);
+* delay from a write to every reader's view, p50/p99 (goal: p99 <= 50 ms): the bench writes a probe record every
+  250 ms and each reader notes when it first sees it;
+* warm ``get`` (goal <= 5 us) and cold ``get`` (goal <= 1 ms) on Redis beside the file backend, same run;
+* each process's RSS at start and end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cache import AuthCache, Cookie, SessionRecord, generate_key  # noqa: E402
+from tests._redis import RedisServer  # noqa: E402
+from tests.emulator._server import EmulatorThread  # noqa: E402
+from tests.emulator._state import EmulatorConfig  # noqa: E402
+
+HARVEST = str(Path(sys.executable).with_name("harvest"))
+PROVIDER = "cerebras"
+MARGIN = 12.0  # refresh this long before expiry: a harvest takes seconds on a busy host
+
+READER = r"""
+import json, os, sys, time
+from cache import AuthCache
+def rss():
+    for line in open(f"/proc/{os.getpid()}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+seconds, provider = float(sys.argv[1]), sys.argv[2]
+cache = AuthCache.open()
+start_rss = None
+reads = failed = expired = 0
+delays, seen, generations = [], None, set()
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    try:
+        probe = cache.get("probe")
+        record = cache.get(provider)
+        reads += 1
+        if probe is not None and probe.extras.get("n") != seen:
+            seen = probe.extras.get("n")
+            delays.append(time.time() - probe.extras["t"])
+        if record is not None:
+            generations.add(record.harvested_at.isoformat())
+        if start_rss is None and record is not None:
+            start_rss = rss()
+        if record is None or record.is_expired:
+            expired += 1
+    except Exception as exc:
+        failed += 1
+        print(f"read failed: {exc}", file=sys.stderr)
+    time.sleep(0.002)
+print(json.dumps({"reads": reads, "failed": failed, "expired": expired, "delays": delays, "rss": [start_rss, rss()],
+                  "generations": sorted(generations)}))
+"""
+
+
+def rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def median_us(fn, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e6
+
+
+def sample_record(name: str) -> SessionRecord:
+    cookies = [Cookie(f"c{j}", "v" * 40, ".example.com", http_only=True) for j in range(6)]
+    return SessionRecord(name, cookies, "Mozilla/5.0", {"sec-ch-ua": "x"}, "key")
+
+
+def get_costs(location: str, key: str) -> tuple[float, float]:
+    """(warm, cold) median ``get`` in microseconds, with 50 records."""
+    writer = AuthCache.open(location, key=key)
+    for i in range(50):
+        writer.put(sample_record(f"p{i}"))
+    warm = AuthCache.open(location, key=key)
+    warm.get("p25")
+    time.sleep(0.2)  # the Redis subscriber is up: warm reads make no round trip
+    warm_us = median_us(lambda: warm.get("p25"), 20_000)
+
+    def cold() -> None:
+        handle = AuthCache.open(location, key=key)
+        handle.get("p25")
+        handle.close()
+
+    cold_us = median_us(cold, 200)
+    warm.close()
+    writer.close()
+    return warm_us, cold_us
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--daemons", type=int, default=3)
+    parser.add_argument("--readers", type=int, default=20)
+    parser.add_argument("--ttl", type=float, default=30.0)
+    args = parser.parse_args()
+
+    server = RedisServer().start()
+    emulator = EmulatorThread(EmulatorConfig(clearance_ttl=args.ttl, think_ms=50.0))
+    emulator.start()
+    tmp = Path(tempfile.mkdtemp(prefix="harvest-bench-redis-"))
+    key = generate_key()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        # Get costs first, on a quiet machine: Redis beside the file, same run.
+        redis_warm, redis_cold = get_costs(server.url("costs", lock_ttl=None), key)
+        file_warm, file_cold = get_costs(str(tmp / "costs.cache"), key)
+
+        location = server.url("bench", lock_ttl=None)
+        config = tmp / "config.toml"
+        config.write_text(f'[providers.{PROVIDER}]\nbase_url = "{emulator.url}"\n')
+        env = os.environ | {
+            "HARVEST_CACHE": location,
+            "HARVEST_CACHE_KEY": key,
+            "HARVEST_CONFIG": str(config),
+            "HARVEST_CACHE_KEY_FILE": str(tmp / "cache.key"),  # this host's state files go beside it
+            "HARVEST_DAEMON_MIN_MARGIN": str(MARGIN),
+            "HARVEST_DAEMON_BACKOFF_BASE": "0.5",
+            "HARVEST_DAEMON_BACKOFF_CAP": "2",
+        }
+        daemons = []
+        for i in range(args.daemons):
+            dtmp = tmp / f"daemon{i}"
+            dtmp.mkdir()
+            log = open(dtmp / "log", "wb")
+            proc = subprocess.Popen(
+                [HARVEST, "daemon"], env=env | {"TMPDIR": str(dtmp)}, stdout=log, stderr=log, cwd=ROOT
+            )
+            daemons.append(proc)
+        procs += daemons
+        writer = AuthCache.open(location, key=key)
+        deadline = time.monotonic() + 60
+        while writer.get(PROVIDER) is None:  # the first harvest is in: readers start from a valid record
+            if time.monotonic() > deadline:
+                raise SystemExit("no daemon stored a record within 60 s; see the daemon logs in " + str(tmp))
+            time.sleep(0.2)
+        daemon_rss_start = [rss(p.pid) for p in daemons]
+        runs_before = emulator.stats["clearances_issued"]
+        started = time.monotonic()
+        readers = [
+            subprocess.Popen(
+                [sys.executable, "-c", READER, str(args.seconds), PROVIDER], env=env, stdout=subprocess.PIPE, cwd=ROOT
+            )
+            for _ in range(args.readers)
+        ]
+        procs += readers
+        n = 0
+        while time.monotonic() - started < args.seconds:
+            n += 1
+            writer.put(SessionRecord("probe", extras={"n": n, "t": time.time()}))
+            time.sleep(0.25)
+        results = [json.loads(r.communicate(timeout=args.seconds + 60)[0]) for r in readers]
+        elapsed = time.monotonic() - started
+        daemon_rss_end = [rss(p.pid) for p in daemons]
+        for proc in daemons:  # a refresh in flight finishes (or is cancelled) before the runs are counted
+            proc.terminate()
+        for proc in daemons:
+            proc.wait(60)
+        runs = emulator.stats["clearances_issued"] - runs_before
+        final = writer.get(PROVIDER)
+        writer.close()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        emulator.stop()
+        server.stop()
+        import shutil
+
+        if os.environ.get("HARVEST_BENCH_KEEP"):
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # A refresh window is one record generation: every reader saw each one the daemons stored while they ran.
+    generations = set().union(*(r["generations"] for r in results)) if results else set()
+    if final is not None:
+        generations.add(final.harvested_at.isoformat())
+    windows = max(len(generations) - 1, 1)  # the first one was there before the count started
+    delays = sorted(d for r in results for d in r["delays"])
+    p50 = delays[len(delays) // 2] * 1000 if delays else float("nan")
+    p99 = delays[int(len(delays) * 0.99)] * 1000 if delays else float("nan")
+    reads = sum(r["reads"] for r in results)
+    failed = sum(r["failed"] for r in results)
+    expired = sum(r["expired"] for r in results)
+    mib = 1024 * 1024
+    print(f"{args.daemons} daemons, {args.readers} readers, {elapsed:.0f} s, {args.ttl:g} s sessions, one redis-server")
+    print(
+        f"{'browser runs per refresh window':<44}{runs / windows:>10.2f}   goal 1    ({runs} runs, {windows} windows)"
+    )
+    print(f"{'failed reads (an error)':<44}{failed:>10d}   goal 0    (of {reads} reads)")
+    print(f"{'reads of an expired record':<44}{expired:>10d}   (a refresh slower than the margin)")
+    print(f"{'write -> every reader view, p50':<44}{p50:>7.1f} ms")
+    print(f"{'write -> every reader view, p99':<44}{p99:>7.1f} ms   goal <= 50 ms  ({len(delays)} samples)")
+    print(f"{'warm get, Redis / file':<44}{redis_warm:>7.2f} us / {file_warm:.2f} us   goal <= 5 us")
+    print(f"{'cold get, Redis / file':<44}{redis_cold:>7.0f} us / {file_cold:.0f} us   goal <= 1 ms")
+    daemon_rss = ", ".join(
+        f"{a / mib:.0f}->{b / mib:.0f}" for a, b in zip(daemon_rss_start, daemon_rss_end, strict=True)
+    )
+    reader_rss = [r["rss"] for r in results if r["rss"][0]]
+    print(f"{'daemon RSS MiB start->end':<44}{daemon_rss}")
+    if reader_rss:
+        start_mean = statistics.mean(a for a, _ in reader_rss) / mib
+        end_mean = statistics.mean(b for _, b in reader_rss) / mib
+        print(f"{'reader RSS MiB start->end (mean of all)':<44}{start_mean:.1f}->{end_mean:.1f}")
+
+
+if __name__ == "__main__":
+    main()
