@@ -31,7 +31,7 @@ def _load_settings(config_path: Path | None) -> Any:
     from harvester._config import load_config
     from harvester._exceptions import ConfigError
     from harvester.daemon import DaemonSettings
-    from harvester.daemon._server import parse_listen
+    from harvester.serve import parse_listen
 
     try:
         settings = DaemonSettings.from_config(load_config(config_path))

@@ -538,3 +538,31 @@ async def test_a_failing_export_is_logged_and_the_refresh_counts(cache: AuthCach
     assert daemon.states["alpha"].harvests == 1 and daemon.states["alpha"].failures == 0
     assert "writable by other users" in log.getvalue()
     assert COOKIE_SECRET not in log.getvalue()
+
+
+async def test_the_listen_server_cuts_off_stalled_connections(cache: AuthCache) -> None:
+    """On [daemon] listen, a silent connection and one stuck halfway through its header are closed (issue 9, #20)."""
+    fake = FakeHarvester(ttl=300.0)
+    daemon = Daemon(_settings("alpha", listen="127.0.0.1:0"), cache=cache, harvester_factory=_factory(fake))
+    ports: list[int] = []
+
+    def started(d: Daemon) -> None:
+        assert d.server is not None
+        ports.append(d.server.port)
+
+    task = asyncio.get_running_loop().create_task(daemon.serve(started=started))
+    await _until(lambda: bool(ports))
+    silent = await asyncio.open_connection("127.0.0.1", ports[0])
+    partial = await asyncio.open_connection("127.0.0.1", ports[0])
+    partial[1].write(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    began = time.monotonic()
+    # The header-read timeout is 10 s; EOF (or a reset) well before a minute means the server closed them.
+    for reader, writer in (silent, partial):
+        try:
+            await asyncio.wait_for(reader.read(), 30)
+        except ConnectionResetError:
+            pass
+        writer.close()
+    took = time.monotonic() - began
+    assert await _stop(daemon, task) == 0
+    assert took < 30
