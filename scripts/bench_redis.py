@@ -109,12 +109,16 @@ def get_costs(location: str, key: str) -> tuple[float, float]:
     time.sleep(0.2)  # the Redis subscriber is up: warm reads make no round trip
     warm_us = median_us(lambda: warm.get("p25"), 20_000)
 
+    handles: list[AuthCache] = []
+
     def cold() -> None:
         handle = AuthCache.open(location, key=key)
         handle.get("p25")
-        handle.close()
+        handles.append(handle)  # closed after the timing: closing joins the subscriber thread
 
     cold_us = median_us(cold, 200)
+    for handle in handles:
+        handle.close()
     warm.close()
     writer.close()
     return warm_us, cold_us
