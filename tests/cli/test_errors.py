@@ -135,3 +135,14 @@ def test_sigint_while_loading_exits_130_quietly(stored: AuthCache) -> None:
         said = [line for line in err.splitlines() if line.strip() and not line.startswith("import time:")]
         assert process.returncode == _exit.INTERRUPTED, (attempt, process.returncode, err[-2000:])
         assert said == [], (attempt, said)
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_a_corrupt_cache_is_exit_3_and_one_line(stored: AuthCache, args: tuple[str, ...]) -> None:
+    """A cache file that is not a cache file makes every verb that reads it exit 3 with one line naming the path."""
+    Path(stored.path).write_bytes(b"this is not a harvest cache file\n" * 4)
+    record = orjson.dumps({"provider": "x", "cookies": []}).decode()
+    result = harvest(*args, stdin=record)
+    line = one_line_error(result)
+    assert result.returncode == _exit.CACHE_ERROR, result.stderr
+    assert str(stored.path) in line or "cache" in line
