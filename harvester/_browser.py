@@ -22,8 +22,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._exceptions import BrowserError
+from ._reaper import REAPER
 
 PROFILE_PREFIX = "harvest-profile-"
+OWNER_FILE = "harvest-owner"  # in each profile: "<pid> <start time>" of the process that made it
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _FALLBACK = "/usr/bin/chromium"
 # Distribution wrappers (Debian's /usr/bin/chromium is a shell script) -> the binary they exec. Calling the
@@ -144,16 +146,90 @@ def browser_args(profile_dir: str, *, headful: bool) -> list[str]:
     return args
 
 
+def _profile_base() -> str:
+    base = tempfile.gettempdir()
+    if len(os.path.join(base, PROFILE_PREFIX + "x" * 8)) + len(_SOCKET_SUFFIX) > _SUN_PATH_MAX:
+        base = _SHORT_TMP
+    return base
+
+
 def make_profile_dir() -> str:
     """Create the temp profile: under ``tempfile.gettempdir()``, or ``/tmp`` when that is too long a path.
 
     The profile doubles as Chromium's TMPDIR, so a long ``$TMPDIR`` would push its singleton socket past the
-    Unix socket limit and Chromium would abort at start.
+    Unix socket limit and Chromium would abort at start. It records its owner (``OWNER_FILE``: our pid and
+    start time), so a later run can tell a profile whose owner was killed (``remove_stale_profiles``).
     """
-    base = tempfile.gettempdir()
-    if len(os.path.join(base, PROFILE_PREFIX + "x" * 8)) + len(_SOCKET_SUFFIX) > _SUN_PATH_MAX:
-        base = _SHORT_TMP
-    return tempfile.mkdtemp(prefix=PROFILE_PREFIX, dir=base)
+    path = tempfile.mkdtemp(prefix=PROFILE_PREFIX, dir=_profile_base())
+    try:
+        # Written under a temp name and renamed: a sweeper never reads a half-written owner.
+        temp = os.path.join(path, OWNER_FILE + ".tmp")
+        with open(temp, "w", encoding="ascii") as handle:
+            handle.write(_owner_token(os.getpid()) or str(os.getpid()))
+        os.replace(temp, os.path.join(path, OWNER_FILE))
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return path
+
+
+def _owner_token(pid: int) -> str | None:
+    """``"<pid> <start time>"``: the start time (in clock ticks since boot) tells a reused pid from its first
+    owner; None when the process does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return str(pid)  # no /proc here: the pid alone
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return f"{pid} {fields[19]}" if len(fields) > 19 else str(pid)
+
+
+def _owner_alive(recorded: str) -> bool:
+    head = recorded.split()
+    if not head or not head[0].isdigit():
+        return False
+    pid = int(head[0])
+    if not sys.platform.startswith("linux"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    current = _owner_token(pid)
+    if current is None:
+        return False
+    return len(head) < 2 or current == recorded.strip()
+
+
+def remove_stale_profiles(bases: tuple[str, ...] | None = None) -> list[str]:
+    """Delete the temp profiles whose owning process is gone (it was SIGKILLed before its teardown ran).
+
+    A profile without an owner file is skipped (one being created right now, or another program's). Returns
+    the paths removed. Runs before each launch and when the daemon starts.
+    """
+    removed = []
+    for base in dict.fromkeys(bases or (tempfile.gettempdir(), _SHORT_TMP)):
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(PROFILE_PREFIX):
+                continue
+            try:
+                with open(os.path.join(entry.path, OWNER_FILE), encoding="ascii") as handle:
+                    owner = handle.read()
+            except OSError:
+                continue
+            if not _owner_alive(owner):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
+    return removed
 
 
 def has_display() -> bool:
@@ -176,7 +252,7 @@ def _child_setup() -> None:  # pragma: no cover - runs in the forked child
 def _become_subreaper() -> None:
     # Chromium's helpers (zygote, renderers) are its children, not ours. When we kill the group they are
     # re-parented to PID 1, which in containers may never reap them. As a subreaper they come to us instead,
-    # and `_reap_group` collects them.
+    # and `_reap_group` and the reaper thread (`_reaper.REAPER`) collect them.
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -245,12 +321,13 @@ class BrowserProcess:
                 "--headful opens a browser window, but there is no display ($DISPLAY and $WAYLAND_DISPLAY are "
                 "unset); run harvest in a desktop session (or over `ssh -X`)"
             )
+        # Profiles of harvests that were SIGKILLed (their teardown never ran) go first.
+        await asyncio.to_thread(remove_stale_profiles)
         try:
             self.profile_dir = make_profile_dir()
         except OSError as exc:
             raise BrowserError(f"cannot create a browser profile: {exc}") from exc
         _become_subreaper()
-        helpers_before = _crashpad_children()
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 self.executable,
@@ -266,6 +343,8 @@ class BrowserProcess:
         except OSError as exc:
             await self.stop()
             raise BrowserError(f"cannot start {self.executable}: {exc.strerror or exc}") from exc
+        # From now on its helpers that end up ours are reaped as they exit (an interrupt during launch too).
+        REAPER.started(self._proc.pid)
         try:
             async with asyncio.timeout(self.start_timeout):
                 self.endpoint = await self._read_endpoint()
@@ -277,7 +356,7 @@ class BrowserProcess:
         except BaseException:
             await self.stop()
             raise
-        self._helpers = _crashpad_children() - helpers_before
+        self._helpers = _helper_children(self.profile_dir)
         # Keep reading stderr: a full pipe would block the browser.
         self._drain = asyncio.create_task(self._drain_stderr())
 
@@ -348,12 +427,16 @@ class BrowserProcess:
                     await asyncio.wait_for(proc.wait(), grace)
             # Helpers may outlive the main process briefly; kill what is left and reap those re-parented to us.
             await _reap_group(proc.pid, deadline=time.monotonic() + grace)
-            await _reap_pids(self._helpers, deadline=time.monotonic() + grace)
+            # Found again now, not only remembered: an interrupt during launch comes before they are recorded.
+            helpers = self._helpers | _helper_children(self.profile_dir)
+            await _reap_pids(helpers, deadline=time.monotonic() + grace)
             self._helpers = set()
             if self._drain is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(self._drain, 1.0)
                 self._drain = None
+            REAPER.stopped(proc.pid)
+            await asyncio.to_thread(REAPER.reap_now)
             if proc.stderr is not None:
                 # Close the pipe transport now, or asyncio warns about it when it is garbage-collected.
                 transport = getattr(proc, "_transport", None)
@@ -391,13 +474,17 @@ async def _reap_group(pgid: int, *, deadline: float) -> None:
             await asyncio.sleep(_REAP_POLL)
 
 
-def _crashpad_children() -> set[int]:
-    """Our children named chrome_crashpad*: Chromium double-forks its crash handlers into their own session,
-    so the group kill misses them, and as subreaper we inherit them (flags that disable them also break
-    navigation in Chromium 156)."""
+def _helper_children(profile_dir: str | None) -> set[int]:
+    """Our children named chrome_crashpad*, of this profile's browser (by its $TMPDIR) or already exited.
+
+    Chromium double-forks its crash handlers into their own session, so the group kill misses them, and as
+    subreaper we inherit them (flags that disable them also break navigation in Chromium 156). A live one is
+    ours to kill only if it belongs to this profile; one that has exited (a zombie) is nobody else's to reap.
+    """
     if not sys.platform.startswith("linux"):
         return set()
-    me = os.getpid()
+    me = str(os.getpid())
+    mark = f"TMPDIR={profile_dir}".encode() if profile_dir else None
     found = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -410,7 +497,19 @@ def _crashpad_children() -> set[int]:
         comm_end = stat.rfind(")")
         comm = stat[stat.find("(") + 1 : comm_end]
         fields = stat[comm_end + 2 :].split()
-        if comm.startswith("chrome_crashpad") and len(fields) > 1 and fields[1] == str(me):
+        if not comm.startswith("chrome_crashpad") or len(fields) < 2 or fields[1] != me:
+            continue
+        if fields[0] == "Z":
+            found.add(int(entry.name))
+            continue
+        if mark is None:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if mark in environ:
             found.add(int(entry.name))
     return found
 

@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-Verdict = Literal["loading", "challenge", "interactive", "blocked", "unavailable", "login_required", "cleared"]
+Verdict = Literal[
+    "loading", "challenge", "interactive", "blocked", "unavailable", "unreachable", "login_required", "cleared"
+]
 
 # Markers Cloudflare's interstitials carry (and the emulator copies). Order matters: an interactive
 # challenge is also a challenge, and a block page may mention the challenge platform.
@@ -45,12 +47,15 @@ def classify(state: PageState) -> Verdict:
     - ``challenge``: a JS challenge still running (it clears by itself in a real browser);
     - ``blocked``: "Access denied" and friends, which waiting will not change;
     - ``unavailable``: HTTP 5xx without challenge markers (the site is failing, maybe briefly);
+    - ``unreachable``: Chromium's own error page (connection refused, DNS, TLS...);
     - ``login_required``: the site wants a signed-in user (HTTP 401, or a login form marker);
     - ``loading``: a blank tab, or a document still parsing with no marker yet;
     - ``cleared``: anything else: the site itself.
     """
     if state.url.startswith("about:"):
         return "loading"  # the blank tab before the navigation commits
+    if state.url.startswith("chrome-error:"):
+        return "unreachable"  # Chromium's own error page: the site could not be reached
     title = (state.title or title_of(state.html)).strip().lower()
     html = state.html.lower()
     challenge = any(title.startswith(t) for t in _CHALLENGE_TITLES) or any(m in html for m in _CHALLENGE_MARKERS)

@@ -9,6 +9,7 @@ library, and only when a harvest actually runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from typing import Any, Literal, Protocol
 
@@ -16,8 +17,9 @@ from cache import Cookie
 
 from ._browser import BrowserProcess
 from ._classify import PageState
-from ._exceptions import BrowserError, HarvestError
-from ._identity import Identity
+from ._exceptions import BrowserError, HarvestError, ProxyAuthError
+from ._identity import BrowserIdentity
+from ._proxy import ProxySettings, proxy_refused
 
 Backend = Literal["nodriver", "playwright"]
 BACKENDS: tuple[Backend, ...] = ("nodriver", "playwright")
@@ -42,6 +44,10 @@ SNAPSHOT_JS = """(() => {
 WAKE_EVENTS = frozenset({"Page.frameNavigated", "Page.domContentEventFired", "Page.loadEventFired"})
 
 
+class PageScriptError(Exception):
+    """A script we ran in the page threw (typically: the page navigated away in the middle of it)."""
+
+
 class Page(Protocol):
     """One tab in its own browser context."""
 
@@ -50,7 +56,10 @@ class Page(Protocol):
         ...
 
     async def evaluate(self, expression: str) -> Any:
-        """Evaluate a JS expression in the page (awaiting a promise) and return its JSON value."""
+        """Evaluate a JS expression in the page (awaiting a promise) and return its JSON value.
+
+        Raises ``PageScriptError`` when the script throws (a driver may raise its own protocol error instead).
+        """
         ...
 
     async def wait_for_change(self, timeout: float) -> None:
@@ -67,6 +76,35 @@ class Page(Protocol):
         ...
 
 
+class PageSignals:
+    """What both drivers' pages learn from their events: the document may have changed, or the proxy turned the
+    browser away. Base of ``NodriverPage`` and ``PlaywrightPage``, so ``wait_for_change`` exists once."""
+
+    def __init__(self, proxy: ProxySettings | None) -> None:
+        self._proxy = proxy
+        # Set by an event that may change how the page classifies; cleared by each wait.
+        self._changed = asyncio.Event()
+        # Set once the proxy refused us (407); every later call raises it.
+        self._refused: ProxyAuthError | None = None
+
+    def _on_change(self, *_: object) -> None:
+        self._changed.set()
+
+    def _refuse(self) -> None:
+        if self._refused is None and self._proxy is not None:
+            self._refused = proxy_refused(self._proxy)
+        self._changed.set()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return once the document may have changed, or after ``timeout`` seconds; raise a proxy refusal."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        self._changed.clear()
+        if self._refused is not None:
+            raise self._refused
+
+
 class Driver(Protocol):
     """A CDP client attached to one running browser."""
 
@@ -80,7 +118,7 @@ class Driver(Protocol):
         """Attach to the running browser."""
         ...
 
-    async def new_page(self, *, identity: Identity, proxy: str | None = None) -> Page:
+    async def new_page(self, *, identity: BrowserIdentity, proxy: str | None = None) -> Page:
         """Open a blank tab in a fresh browser context that presents ``identity``."""
         ...
 
@@ -140,10 +178,12 @@ def cookie_from_cdp(data: dict[str, Any]) -> Cookie:
 _DRIVER_MODULES = ("nodriver", "playwright", "websockets", "aiohttp")
 
 
-def translate_error(exc: BaseException, *, provider: str | None = None, url: str | None = None) -> HarvestError:
-    """Map an error from a driver, its WebSocket or the OS to a ``HarvestError`` (most specific first).
+def translate_error(exc: BaseException, *, provider: str | None = None, url: str | None = None) -> HarvestError | None:
+    """Map an error from a driver, its WebSocket or the connection to a ``HarvestError``; None for any other.
 
-    Matched by module name, so this module never imports a driver library. A ``HarvestError`` passes through.
+    Only what is known is mapped (matched by module name, so this module never imports a driver library): a
+    ``KeyError`` or an ``AttributeError`` is a bug in our code, not a dead browser, and the caller lets it
+    through. A ``HarvestError`` passes through unchanged.
     """
     if isinstance(exc, HarvestError):
         return exc
@@ -151,12 +191,12 @@ def translate_error(exc: BaseException, *, provider: str | None = None, url: str
     kind = type(exc).__name__
     if module.startswith("playwright") and kind == "TimeoutError":
         message = f"the browser did not answer in time ({_first_line(exc)})"
-    elif module.startswith(_DRIVER_MODULES) or isinstance(exc, ConnectionError | OSError | EOFError):
+    elif is_driver_error(exc):
         message = f"lost the browser: {kind}: {_first_line(exc)}"
-    elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
+    elif isinstance(exc, TimeoutError):
         message = "the browser did not answer in time"
     else:
-        message = f"unexpected browser failure: {kind}: {_first_line(exc)}"
+        return None
     error = BrowserError(
         message + "; check that Chromium runs (`chromium --version`) and retry", provider=provider, url=url
     )
@@ -164,10 +204,21 @@ def translate_error(exc: BaseException, *, provider: str | None = None, url: str
     return error
 
 
-def is_driver_error(exc: BaseException) -> bool:
-    """True for the errors :func:`translate_error` knows to mean a browser or CDP failure."""
+def is_connection_error(exc: BaseException) -> bool:
+    """True for an error that means the connection to the browser (or a tab's target) is gone."""
+    kind = type(exc).__name__
     module = type(exc).__module__ or ""
-    return module.startswith(_DRIVER_MODULES) or isinstance(exc, ConnectionError | OSError | EOFError)
+    return (
+        isinstance(exc, ConnectionError | OSError | EOFError)
+        or kind in ("TargetClosedError", "ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK")
+        or (module.startswith("websockets") and "Closed" in kind)
+    )
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    """True for an error of a driver library, its WebSocket, or the connection (the browser is gone or mute)."""
+    module = type(exc).__module__ or ""
+    return module.startswith(_DRIVER_MODULES) or isinstance(exc, ConnectionError | EOFError | OSError)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,13 +6,16 @@ Every error has one root, so a caller (the CLI, the daemon, a provider client) c
     ├── ChallengeTimeout        the challenge did not clear before the deadline
     ├── BlockedError            the site answered "Access denied" (or kept failing with 5xx)
     ├── BrowserError            Chromium is missing, crashed, or unreachable over CDP
+    ├── SiteUnreachableError    the site cannot be reached (refused, DNS, TLS, no answer); the browser is fine
     ├── NeedsHeadfulError       an interactive challenge or a login: a person must act once
     ├── ProxyAuthError          the proxy refused the browser's credentials, or wants some (HTTP 407)
     ├── UnknownProviderError    no recipe by that name
+    ├── InvalidURLError         a URL that is not http(s), or that carries a password (also a ValueError)
     └── ConfigError             the config file is malformed (names the key and the line)
 
 Misuse (calling a closed ``Harvester``) raises ``RuntimeError`` instead, so ``except HarvestError``
-never swallows a bug.
+never swallows a bug; and only the errors a driver, CDP or the connection raise become ``BrowserError``
+(``_driver.translate_error``): anything else is a bug and reaches the caller as it is.
 """
 
 from __future__ import annotations
@@ -51,6 +54,16 @@ class BrowserError(HarvestError):
     """Chromium could not be found or started, or it died or stopped answering mid-harvest."""
 
 
+class SiteUnreachableError(HarvestError):
+    """The site could not be reached: connection refused, DNS, TLS, an unsafe port, or no answer in time."""
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, url: str | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, url=url)
+        self.reason = reason  # Chromium's net error code (ERR_CONNECTION_REFUSED), or "no answer"
+
+
 class NeedsHeadfulError(HarvestError):
     """A person must act once (an interactive challenge or a login) in a visible browser."""
 
@@ -81,6 +94,13 @@ class UnknownProviderError(HarvestError):
             "(or use `harvest --url URL` for any other site)",
             provider=provider,
         )
+
+
+class InvalidURLError(HarvestError, ValueError):
+    """A URL given to harvest (``--url``, ``--base-url``, a base URL in the config) that cannot be used."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message, url=url)
 
 
 class ConfigError(HarvestError):

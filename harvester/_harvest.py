@@ -1,36 +1,39 @@
-"""Run recipes in a browser: the ``Harvester`` (one browser, one context per harvest).
+"""Run recipes in a browser: the ``Harvester`` (one shared browser, one tab and browser context per harvest).
 
-It returns records and never touches the cache; ``_single_flight.py`` stores them, one harvest per name.
+This module is the I/O loop only: it opens the tab, loads the page, takes snapshots and carries out what
+``_wait.next_action`` decides. The browser's lifecycle is ``_lifecycle.SharedBrowser``, the record is built
+by ``_record.make_record``, and storing it once per name is ``_single_flight.SingleFlight``'s job.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
 from typing import TypeVar
 
-from cache import Cookie, SessionRecord, utcnow
+from cache import SessionRecord, utcnow
 
-from ._browser import BrowserProcess, find_browser
-from ._classify import PageState, classify
+from ._browser import BrowserProcess
+from ._classify import PageState, Verdict, classify
 from ._config import Config, load_config
-from ._driver import Driver, Page, make_driver, snapshot, translate_error
-from ._exceptions import BlockedError, BrowserError, ChallengeTimeout, HarvestError, NeedsHeadfulError
-from ._identity import Identity, build_identity, impersonate_target
+from ._driver import Driver, Page, PageScriptError, is_connection_error, is_driver_error, snapshot, translate_error
+from ._exceptions import BlockedError, BrowserError, ChallengeTimeout, HarvestError
+from ._identity import BrowserIdentity
+from ._lifecycle import SharedBrowser, bounded_close, uncancellable
 from ._proxy import parse_proxy
 from ._recipes import Recipe, browser_origin, parse_session, resolve_recipe
+from ._record import make_record
+from ._wait import Cleared, Fail, Progress, Reload, Wait, announcement, deadline_error, needs_headful, next_action
 
 T = TypeVar("T")
 StepCallback = Callable[[str], None]
 
-POLL_INTERVAL = 0.05  # longest wait between page snapshots while a challenge runs (navigations wake it sooner)
 SESSION_POLL_INTERVAL = 1.0  # seconds between session reads while a person signs in (--headful)
-RELOAD_INTERVAL = 1.0  # seconds between reloads while the site answers 5xx
 DEFAULT_TIMEOUT = 30.0  # seconds for each wait of a harvest, unless told otherwise
 HEADFUL_TIMEOUT = 300.0  # a person needs longer than a script: the default deadline with --headful
-CLOSE_TIMEOUT = 5.0  # bound on closing a page or a driver, so teardown never hangs on a dead browser
+OPEN_TAB_TIMEOUT = 15.0  # opening a tab is the browser's work, not the site's: a short --timeout does not bound it
 
 # Off the site's origin (a person signing in at an identity provider) a relative fetch would ask that other
 # site, so only report where the page is.
@@ -79,17 +82,11 @@ class Harvester:
         self.headful = headful
         self.timeout = timeout if timeout is not None else (HEADFUL_TIMEOUT if headful else DEFAULT_TIMEOUT)
         self.max_concurrent = max_concurrent
-        self.browser_restarts = 0
-        self.browser_launches = 0
-        self._process: BrowserProcess | None = None
-        self._driver: Driver | None = None
-        self._identity: Identity | None = None
+        self._browser = SharedBrowser(self.backend, headful=headful, executable=lambda: self.config.browser.path)
         self._closed = False
         self._in_flight = 0
         # Bounds concurrent harvests: each one is a tab of the shared browser.
         self._slots = asyncio.Semaphore(max_concurrent)
-        # Protects launching and closing the browser, so concurrent harvests start exactly one.
-        self._browser_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Harvester:
         return self
@@ -107,22 +104,41 @@ class Harvester:
     @property
     def browser_running(self) -> bool:
         """True while this harvester's browser process is up."""
-        return self._process is not None and self._process.alive
+        return self._browser.running
+
+    @property
+    def browser_launches(self) -> int:
+        """Browsers launched so far."""
+        return self._browser.launches
+
+    @property
+    def browser_restarts(self) -> int:
+        """Browsers that died and were replaced by a new launch."""
+        return self._browser.restarts
 
     @property
     def in_flight(self) -> int:
         """How many harvests are running now."""
         return self._in_flight
 
+    async def start(self, on_step: StepCallback | None = None) -> None:
+        """Launch the browser now, rather than on the first harvest (so it starts while the caller does other
+        work: opening the cache, reading the config). Harvests that begin meanwhile wait for this launch.
+
+        Raises:
+            BrowserError: Chromium cannot be found, started or attached to.
+            RuntimeError: the harvester is closed.
+        """
+        await self._browser.acquire(on_step or _no_step)
+
     async def close_browser(self) -> None:
         """Stop the browser (the next harvest launches a new one). Harvests still running fail with BrowserError."""
-        async with self._browser_lock:
-            await _uncancellable(self._teardown())
+        await self._browser.stop()
 
     async def close(self) -> None:
         """Stop the browser and refuse further harvests (idempotent)."""
         self._closed = True
-        await self.close_browser()
+        await self._browser.stop(final=True)
 
     async def harvest(
         self,
@@ -139,7 +155,8 @@ class Harvester:
         """Harvest one provider (or ``url``) and return its record.
 
         Raises:
-            UnknownProviderError, ChallengeTimeout, BlockedError, NeedsHeadfulError, ProxyAuthError, BrowserError.
+            UnknownProviderError, ChallengeTimeout, BlockedError, NeedsHeadfulError, ProxyAuthError,
+            SiteUnreachableError, BrowserError, InvalidURLError.
             ValueError: a proxy URL Chromium cannot use (credentials for a SOCKS proxy).
             RuntimeError: the harvester is closed.
         """
@@ -173,190 +190,116 @@ class Harvester:
             config_base_url=config_base,
         )
 
-    # -- the browser -------------------------------------------------------------------------------------
-
-    async def _ensure_browser(self, step: StepCallback) -> tuple[BrowserProcess, Driver, Identity]:
-        async with self._browser_lock:
-            if self._closed:
-                raise RuntimeError("this Harvester is closed")
-            if self._process is not None and not self._process.alive:
-                # It crashed or was killed: replace it, and count it for the daemon's metrics.
-                await _uncancellable(self._teardown())
-                self.browser_restarts += 1
-            if self._process is None:
-                step("launching Chromium")
-                process = BrowserProcess(find_browser(self.config.browser.path), headful=self.headful)
-                driver = make_driver(self.backend)
-                try:
-                    # The driver's own start-up (playwright's Node process) overlaps Chromium's.
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(process.start())
-                        group.create_task(driver.prepare())
-                    step("attaching to Chromium")
-                    async with asyncio.TaskGroup() as group:
-                        connecting = group.create_task(driver.connect(process))
-                        asking = group.create_task(process.version())
-                    del connecting
-                    version = asking.result()
-                except BaseException as exc:
-                    await _uncancellable(_close_all(driver, process))
-                    raise _unwrap_group(exc) from None
-                self._process, self._driver = process, driver
-                self._identity = build_identity(version.user_agent, version.product)
-                self.browser_launches += 1
-            assert self._driver is not None and self._identity is not None
-            return self._process, self._driver, self._identity
-
-    async def _teardown(self) -> None:
-        driver, self._driver = self._driver, None
-        process, self._process = self._process, None
-        self._identity = None
-        await _close_all(driver, process)
+    async def _ensure_browser(self, step: StepCallback) -> tuple[BrowserProcess, Driver, BrowserIdentity]:
+        return await self._browser.acquire(step)
 
     # -- one harvest -------------------------------------------------------------------------------------
 
     async def _harvest(self, recipe: Recipe, proxy: str | None, timeout: float, step: StepCallback) -> SessionRecord:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         try:
-            process, driver, identity = await self._ensure_browser(step)
+            # Launching has its own deadline (BrowserProcess.start_timeout), and so has opening the tab: the
+            # harvest's own clock starts with the page, so a slow start-up never eats the page's time.
+            process, driver, identity = await self._browser.acquire(step)
         except HarvestError as exc:
-            exc.provider, exc.url = exc.provider or recipe.name, exc.url or recipe.start_url
-            raise
+            raise _about(exc, recipe) from None
         except Exception as exc:
-            raise translate_error(exc, provider=recipe.name, url=recipe.start_url) from exc
+            error = translate_error(exc, provider=recipe.name, url=recipe.start_url)
+            if error is None:
+                raise  # a bug, not a browser failure
+            raise error from exc
+        run = _Run(recipe, process, loop.time(), timeout, headful=self.headful)
         page: Page | None = None
         try:
             step("opening a tab")
-            page = await _within(driver.new_page(identity=identity, proxy=proxy), deadline, recipe)
+            page = await run.within(driver.new_page(identity=identity, proxy=proxy), opening=True)
+            run.started = loop.time()
             step(f"loading {recipe.start_url}")
-            await _within(page.goto(recipe.start_url), deadline, recipe)
-            await self._wait_until_cleared(page, process, recipe, deadline, timeout, step)
+            await run.within(page.goto(recipe.start_url))
+            await self._wait_until_cleared(page, run, step)
             api_key = None
             if recipe.session_url:
                 step("reading the session")
-                api_key = await self._read_session(page, process, recipe, deadline, timeout, step)
+                api_key = await self._read_session(page, run, step)
             step("collecting cookies")
-            cookies = await _within(page.cookies(), deadline, recipe)
+            cookies = await run.within(page.cookies())
         except HarvestError as exc:
             if isinstance(exc, BrowserError) and not process.alive:
                 raise _browser_died(process, recipe) from exc
-            # A driver's own error (the person closed the tab) knows neither the provider nor the URL.
-            exc.provider, exc.url = exc.provider or recipe.name, exc.url or recipe.start_url
-            raise
-        except ChallengeDeadline as exc:
-            raise ChallengeTimeout(
-                _deadline_message(recipe, timeout, exc.verdict, headful=self.headful),
-                provider=recipe.name,
-                url=recipe.start_url,
-                timeout=timeout,
-            ) from None
+            raise _about(exc, recipe) from None
+        except _Deadline as exc:
+            raise run.deadline_error(exc) from None
         except Exception as exc:
             if not process.alive:
                 raise _browser_died(process, recipe) from exc
-            raise translate_error(exc, provider=recipe.name, url=recipe.start_url) from exc
+            error = translate_error(exc, provider=recipe.name, url=recipe.start_url)
+            if error is None:
+                raise  # a bug, not a browser failure: the caller reports it as one
+            raise error from exc
         finally:
             if page is not None:
-                await _uncancellable(_bounded_close(page.close()))
-        return make_record(
-            recipe,
-            identity,
-            cookies,
-            api_key=api_key,
-            proxy=proxy,
-            backend=driver.name,
-            now=utcnow(),
-        )
+                await uncancellable(bounded_close(page.close()))
+        return make_record(recipe, identity, cookies, api_key=api_key, proxy=proxy, backend=driver.name, now=utcnow())
 
-    async def _wait_until_cleared(
-        self, page: Page, process: BrowserProcess, recipe: Recipe, deadline: float, timeout: float, step: StepCallback
-    ) -> PageState:
+    async def _wait_until_cleared(self, page: Page, run: _Run, step: StepCallback) -> None:
+        """Snapshot the page and carry out what ``next_action`` decides, until it says cleared or fails."""
         loop = asyncio.get_running_loop()
         last_reload = loop.time()
-        announced = ""
-        verdict: str = "loading"
-        try:
-            while True:
-                state = await self._snapshot(page, process, recipe, deadline)
-                verdict = classify(state)
-                if verdict != announced and verdict not in ("loading", "cleared"):
-                    step(
-                        {"challenge": "waiting for the challenge", "unavailable": "the site is failing; retrying"}.get(
-                            verdict, f"waiting for a person ({verdict.replace('_', ' ')})"
-                        )
-                    )
-                    announced = verdict
-                if verdict == "cleared":
-                    return state
-                if verdict == "blocked":
-                    raise BlockedError(
-                        f'{recipe.start_url} answered "Access denied" (HTTP {state.status or "?"}); '
-                        "this IP or proxy is blocked: try another --proxy, or later",
-                        provider=recipe.name,
-                        url=recipe.start_url,
-                        status=state.status,
-                    )
-                if verdict in ("interactive", "login_required") and not self.headful:
-                    raise _needs_headful(recipe, "interactive" if verdict == "interactive" else "login")
-                now = loop.time()
-                if now >= deadline:
-                    if verdict == "unavailable":
-                        raise BlockedError(
-                            f"{recipe.start_url} kept answering HTTP {state.status} for {timeout:g} s; try again later",
-                            provider=recipe.name,
-                            url=recipe.start_url,
-                            status=state.status,
-                        )
-                    raise ChallengeDeadline
-                if verdict == "unavailable" and now - last_reload >= RELOAD_INTERVAL:
-                    last_reload = now
-                    await _within(page.goto(recipe.start_url), deadline, recipe)
-                # Look again as soon as the page navigates or finishes parsing, and at least every POLL_INTERVAL
-                # (a challenge may rewrite its DOM without any navigation).
-                await page.wait_for_change(min(POLL_INTERVAL, max(0.0, deadline - now)))
-        except ChallengeDeadline as exc:
-            exc.verdict = verdict  # what the page showed last, for the message
-            raise
+        announced: Verdict = "loading"
+        while True:
+            state = await self._snapshot(page, run)
+            verdict = classify(state)
+            run.saw(state, verdict)
+            line = announcement(verdict)
+            if line and verdict != announced:
+                step(line)
+                announced = verdict
+            now = loop.time()
+            action = next_action(run.recipe, state, verdict, run.progress(now, since_reload=now - last_reload))
+            if isinstance(action, Cleared):
+                return
+            if isinstance(action, Fail):
+                raise action.error
+            if isinstance(action, Reload):
+                last_reload = now
+                await run.within(page.goto(run.recipe.start_url))
+            elif isinstance(action, Wait):
+                # Look again as soon as the page navigates or finishes parsing, and at least every
+                # POLL_INTERVAL (a challenge may rewrite its DOM without any navigation).
+                await page.wait_for_change(action.seconds)
 
-    async def _snapshot(self, page: Page, process: BrowserProcess, recipe: Recipe, deadline: float) -> PageState:
+    async def _snapshot(self, page: Page, run: _Run) -> PageState:
         try:
-            return await _within(snapshot(page), deadline, recipe)
-        except (ChallengeDeadline, HarvestError):
+            return await run.within(snapshot(page))
+        except (_Deadline, HarvestError):
             raise
         except Exception as exc:
             # A navigation (the challenge reloading itself) destroys the JS context under us: that is
-            # "still loading". A dead browser or a closed connection is not.
-            if not process.alive or _is_connection_error(exc):
+            # "still loading". A dead browser, a closed connection or a bug in our code is not.
+            if not run.process.alive or not _is_page_churn(exc):
                 raise
             return PageState(ready_state="loading")
 
-    async def _read_session(
-        self,
-        page: Page,
-        process: BrowserProcess,
-        recipe: Recipe,
-        deadline: float,
-        timeout: float,
-        step: StepCallback,
-    ) -> str:
+    async def _read_session(self, page: Page, run: _Run, step: StepCallback) -> str:
         loop = asyncio.get_running_loop()
+        recipe = run.recipe
         origin, path = browser_origin(recipe.origin), recipe.session_path or "/"
-        script = _SESSION_JS % {"origin": _js_string(origin), "path": _js_string(path)}
+        script = _SESSION_JS % {"origin": json.dumps(origin), "path": json.dumps(path)}
         announced = False
         while True:
             try:
-                answer = await _within(page.evaluate(script), deadline, recipe)
-            except ChallengeDeadline:
-                raise _login_timeout(recipe, timeout) from None
+                answer = await run.within(page.evaluate(script))
+            except _Deadline:
+                raise _login_timeout(recipe, run.timeout) from None
             except HarvestError:
                 raise
-            except Exception:
-                if not process.alive:
+            except Exception as exc:
+                if not run.process.alive or not _is_page_churn(exc):
                     raise
                 answer = None  # the person navigated mid-fetch (headful); ask again
             if isinstance(answer, dict) and "elsewhere" in answer:
                 if not self.headful:
-                    raise _needs_headful(recipe, "login")  # the site sent us off to sign in somewhere else
+                    raise needs_headful(recipe, "login")  # the site sent us off to sign in somewhere else
                 answer = None  # the person is signing in on another site; wait until they are back
             if isinstance(answer, dict):
                 status = answer.get("status")
@@ -371,45 +314,90 @@ class Harvester:
                         status=status if isinstance(status, int) else None,
                     )
                 if not self.headful:
-                    raise _needs_headful(recipe, "login")
+                    raise needs_headful(recipe, "login")
             if not announced:
                 step("waiting for a person (login)")
                 announced = True
-            remaining = deadline - loop.time()
+            remaining = run.deadline - loop.time()
             if remaining <= 0:
-                raise _login_timeout(recipe, timeout)
+                raise _login_timeout(recipe, run.timeout)
             await asyncio.sleep(min(SESSION_POLL_INTERVAL, remaining))
 
 
-class ChallengeDeadline(Exception):
-    """Internal: the harvest deadline passed inside a wait (turned into ChallengeTimeout with context)."""
+class _Deadline(Exception):
+    """Internal: the harvest's deadline passed inside an awaited call (``_Run.deadline_error`` says why)."""
 
-    verdict: str | None = None  # what the page showed last, when the wait was for the page to clear
-
-
-def _needs_headful(recipe: Recipe, reason: str) -> NeedsHeadfulError:
-    what = "an interactive challenge" if reason == "interactive" else "a login"
-    return NeedsHeadfulError(
-        f"{recipe.start_url} needs {what} that only a person can do; run once with `{_headful_command(recipe)}`",
-        provider=recipe.name,
-        url=recipe.start_url,
-        reason=reason,
-    )
+    def __init__(self, *, opening: bool = False) -> None:
+        super().__init__()
+        self.opening = opening  # while opening the tab: the browser, not the site, was slow
 
 
-def _deadline_message(recipe: Recipe, timeout: float, verdict: str | None, *, headful: bool) -> str:
-    """What to tell a person whose page had not cleared by the deadline (pure)."""
-    if verdict in ("interactive", "login_required"):
-        # Only reachable with --headful: a headless harvest stops at the first such page.
-        what = "interactive challenge" if verdict == "interactive" else "login"
-        return (
-            f"nobody completed the {what} at {recipe.start_url} in the browser window within {timeout:g} s; "
-            "run again and complete it there (a longer --timeout gives more time)"
+@dataclass
+class _Run:
+    """One harvest's clock and what its page has shown so far (for the message when the deadline passes)."""
+
+    recipe: Recipe
+    process: BrowserProcess
+    started: float
+    timeout: float
+    headful: bool = False
+    shown: Verdict = "loading"  # the last verdict other than "loading"
+    status: int | None = None  # the last HTTP status the page showed
+    answered: bool = False  # the site answered at all
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
+
+    def saw(self, state: PageState, verdict: Verdict) -> None:
+        if verdict != "loading":
+            self.shown = verdict
+        if state.status is not None:
+            self.status = state.status
+        self.answered = self.answered or state.status is not None or verdict != "loading"
+
+    def progress(self, now: float, *, since_reload: float = 0.0) -> Progress:
+        return Progress(
+            elapsed=now - self.started,
+            timeout=self.timeout,
+            since_reload=since_reload,
+            answered=self.answered,
+            headful=self.headful,
+            shown=self.shown,
         )
-    message = f"the challenge at {recipe.start_url} did not clear within {timeout:g} s; retry with a longer --timeout"
-    if not headful:
-        message += f", or run once with `{_headful_command(recipe)}` to see the page"
-    return message
+
+    async def within(self, awaitable: Awaitable[T], *, opening: bool = False) -> T:
+        """Await under the harvest's deadline (opening the tab: at least ``OPEN_TAB_TIMEOUT``); past it, raise
+        ``_Deadline``."""
+        loop = asyncio.get_running_loop()
+        deadline = max(self.deadline, loop.time() + OPEN_TAB_TIMEOUT) if opening else self.deadline
+        try:
+            async with asyncio.timeout_at(max(deadline, loop.time())):
+                return await awaitable
+        except TimeoutError:
+            raise _Deadline(opening=opening) from None
+
+    def deadline_error(self, exc: _Deadline) -> HarvestError:
+        if exc.opening:
+            return BrowserError(
+                "the browser did not open a tab in time; retry, and check that Chromium runs",
+                provider=self.recipe.name,
+                url=self.recipe.start_url,
+            )
+        progress = self.progress(self.started + self.timeout)
+        return deadline_error(self.recipe, self.shown, self.status, progress)
+
+
+def _about(exc: HarvestError, recipe: Recipe) -> HarvestError:
+    # A driver's own error (the person closed the tab) knows neither the provider nor the URL.
+    exc.provider, exc.url = exc.provider or recipe.name, exc.url or recipe.start_url
+    return exc
+
+
+def _is_page_churn(exc: BaseException) -> bool:
+    """An error of a call into a page that a navigation interrupted (the JS context went away), not a dead
+    browser: a script error in the page, or a driver's protocol error other than a closed connection."""
+    return isinstance(exc, PageScriptError) or (is_driver_error(exc) and not is_connection_error(exc))
 
 
 def _browser_died(process: BrowserProcess, recipe: Recipe) -> BrowserError:
@@ -420,10 +408,6 @@ def _browser_died(process: BrowserProcess, recipe: Recipe) -> BrowserError:
     )
 
 
-def _headful_command(recipe: Recipe) -> str:
-    return f"harvest --provider {recipe.name} --headful"
-
-
 def _login_timeout(recipe: Recipe, timeout: float) -> ChallengeTimeout:
     # Only a person can sign in (a headless harvest stops at the first empty session), so this is headful.
     return ChallengeTimeout(
@@ -432,102 +416,4 @@ def _login_timeout(recipe: Recipe, timeout: float) -> ChallengeTimeout:
         provider=recipe.name,
         url=recipe.session_url,
         timeout=timeout,
-    )
-
-
-def _js_string(value: str) -> str:
-    import json
-
-    return json.dumps(value)
-
-
-def make_record(
-    recipe: Recipe,
-    identity: Identity,
-    cookies: list[Cookie],
-    *,
-    api_key: str | None,
-    proxy: str | None,
-    backend: str,
-    now: datetime,
-) -> SessionRecord:
-    """Build the record of one harvest (pure).
-
-    ``expires_at`` is the sooner of the proof cookie's expiry and ``now + recipe.ttl``.
-    """
-    expires_at = now + recipe.ttl
-    for cookie in cookies:
-        if cookie.name == recipe.proof_cookie and cookie.expires is not None:
-            proof = datetime.fromtimestamp(cookie.expires, now.tzinfo)
-            expires_at = min(expires_at, proof)
-    headers = {**identity.headers(), **recipe.extra_headers()}
-    return SessionRecord(
-        provider=recipe.name,
-        cookies=list(cookies),
-        user_agent=identity.user_agent,
-        headers=headers,
-        api_key=api_key,
-        extras={"backend": backend, "ttl_seconds": int(recipe.ttl.total_seconds())},
-        proxy=proxy,
-        browser=f"Chromium/{identity.major}",
-        impersonate=impersonate_target(identity.major),
-        origin=recipe.origin,
-        harvested_at=now,
-        expires_at=expires_at,
-    )
-
-
-# -- small helpers -----------------------------------------------------------------------------------------
-
-
-async def _within(awaitable: Awaitable[T], deadline: float, recipe: Recipe) -> T:
-    """Await under the harvest's deadline; past it, raise ChallengeDeadline."""
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout_at(max(deadline, loop.time())):
-            return await awaitable
-    except TimeoutError:
-        raise ChallengeDeadline from None
-
-
-async def _bounded_close(awaitable: Awaitable[None]) -> None:
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(CLOSE_TIMEOUT):
-            await awaitable
-
-
-async def _uncancellable(awaitable: Awaitable[None]) -> None:
-    """Run teardown to the end even if the caller is cancelled, then re-raise the cancellation."""
-    task = asyncio.ensure_future(awaitable)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
-
-
-async def _close_all(driver: Driver | None, process: BrowserProcess | None) -> None:
-    # Both at once: detaching the driver (playwright waits for its Node process to exit) need not wait for
-    # the browser to die, nor the other way round.
-    closing = [] if driver is None else [_bounded_close(driver.close())]
-    stopping = [] if process is None else [process.stop()]
-    await asyncio.gather(*closing, *stopping)
-
-
-def _unwrap_group(exc: BaseException) -> BaseException:
-    """The first real error out of a TaskGroup, translated for the caller."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    if isinstance(exc, HarvestError | asyncio.CancelledError | KeyboardInterrupt | SystemExit | RuntimeError):
-        return exc
-    return translate_error(exc)
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    kind = type(exc).__name__
-    module = type(exc).__module__ or ""
-    return (
-        isinstance(exc, ConnectionError | OSError | EOFError)
-        or kind in ("TargetClosedError", "ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK")
-        or (module.startswith("websockets") and "Closed" in kind)
     )

@@ -11,10 +11,11 @@ from typing import Any
 from cache import Cookie
 
 from ._browser import TAB_CLOSED, BrowserProcess
-from ._driver import WAKE_EVENTS, cookie_from_cdp
-from ._exceptions import BrowserError, ProxyAuthError
-from ._identity import Identity
-from ._proxy import LOOPBACK_BYPASS, ProxySettings, is_proxy_refusal, parse_proxy, proxy_refused
+from ._driver import WAKE_EVENTS, PageScriptError, PageSignals, cookie_from_cdp
+from ._exceptions import BrowserError
+from ._identity import BrowserIdentity
+from ._net import unreachable
+from ._proxy import LOOPBACK_BYPASS, ProxySettings, is_proxy_refusal, parse_proxy
 
 
 def _cmd(method: str, **params: Any) -> Generator[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -23,7 +24,7 @@ def _cmd(method: str, **params: Any) -> Generator[dict[str, Any], dict[str, Any]
     return result
 
 
-class NodriverPage:
+class NodriverPage(PageSignals):
     """One tab in its own browser context, driven over a flat CDP session on the browser's connection.
 
     A session on the connection we already have (rather than nodriver's ``Tab``, which opens a WebSocket
@@ -38,18 +39,15 @@ class NodriverPage:
         pages: dict[str, NodriverPage],
         proxy: ProxySettings | None = None,
     ) -> None:
+        super().__init__(proxy)
         self._browser = browser
         self._context_id = context_id
         self._session_id = session_id
         # The driver's session -> page table, which routes events here until the page is closed.
         self._pages = pages
         pages[session_id] = self
-        self._changed = asyncio.Event()
         self._closed = False
         self._detached = False
-        self._proxy = proxy
-        # Set once the proxy turned the browser away (407); every later call raises it.
-        self._refused: ProxyAuthError | None = None
         # Requests whose proxy challenge we answered: a second challenge means the credentials were wrong.
         self._challenged: set[str] = set()
         # Strong references to the answers sent from event handlers, so none is collected mid-flight.
@@ -95,11 +93,6 @@ class NodriverPage:
             answer = {"response": "ProvideCredentials", "username": proxy.username, "password": proxy.password}
         self._reply("Fetch.continueWithAuth", requestId=request_id, authChallengeResponse=answer)
 
-    def _refuse(self) -> None:
-        if self._refused is None and self._proxy is not None:
-            self._refused = proxy_refused(self._proxy)
-        self._changed.set()
-
     def _reply(self, method: str, **params: Any) -> None:
         """Send a command from an event handler without waiting: the handler runs inside nodriver's reader
         loop, which must keep reading to receive the answer."""
@@ -129,23 +122,18 @@ class NodriverPage:
                 # Whatever the navigation's own error says (a tunnel's 407 is ERR_HTTP_RESPONSE_CODE_FAILURE),
                 # the proxy turning us away is the cause.
                 raise self._refused
-            raise BrowserError(f"navigation to {url} failed: {result['errorText']}", url=url)
+            # The site down (refused, DNS, TLS, an unsafe port) is not the browser's fault.
+            raise unreachable(url, result["errorText"]) or BrowserError(
+                f"navigation to {url} failed: {result['errorText']}", url=url
+            )
 
     async def evaluate(self, expression: str) -> Any:
         result = await self._send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         if result.get("exceptionDetails"):
             details = result["exceptionDetails"]
             text = (details.get("exception") or {}).get("description") or details.get("text")
-            raise RuntimeError(f"page script failed: {text}")
+            raise PageScriptError(f"page script failed: {text}")
         return (result.get("result") or {}).get("value")
-
-    async def wait_for_change(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
-        self._changed.clear()
-        if self._refused is not None:
-            raise self._refused
 
     async def cookies(self) -> list[Cookie]:
         result = await self._browser.send(_cmd("Storage.getCookies", browserContextId=self._context_id))
@@ -218,7 +206,7 @@ class NodriverDriver:
         self._browser = browser
         await browser.attach()
 
-    async def new_page(self, *, identity: Identity, proxy: str | None = None) -> NodriverPage:
+    async def new_page(self, *, identity: BrowserIdentity, proxy: str | None = None) -> NodriverPage:
         browser = self._browser
         if browser is None:
             raise RuntimeError("NodriverDriver.new_page() before connect()")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -11,23 +10,21 @@ from typing import Any
 from cache import Cookie
 
 from ._browser import TAB_CLOSED, BrowserProcess
-from ._driver import cookie_from_cdp
-from ._exceptions import BrowserError, ProxyAuthError
-from ._identity import Identity
-from ._proxy import LOOPBACK_BYPASS, ProxySettings, is_proxy_refusal, parse_proxy, proxy_refused
+from ._driver import PageSignals, cookie_from_cdp
+from ._exceptions import BrowserError
+from ._identity import BrowserIdentity
+from ._net import unreachable
+from ._proxy import LOOPBACK_BYPASS, ProxySettings, is_proxy_refusal, parse_proxy
 
 
-class PlaywrightPage:
+class PlaywrightPage(PageSignals):
     """A playwright page in its own ``BrowserContext``."""
 
     def __init__(self, context: Any, page: Any, proxy: ProxySettings | None = None) -> None:
+        super().__init__(proxy)
         self._context = context
         self._page = page
         self._closed = False
-        self._changed = asyncio.Event()
-        self._proxy = proxy
-        # Set once the proxy turned the browser away (407); every later call raises it.
-        self._refused: ProxyAuthError | None = None
         for event in ("framenavigated", "domcontentloaded", "load"):
             page.on(event, self._on_change)
         if proxy is not None:
@@ -37,9 +34,6 @@ class PlaywrightPage:
             page.on("response", self._on_response)
             page.on("requestfailed", self._on_request_failed)
 
-    def _on_change(self, *_: object) -> None:
-        self._changed.set()
-
     def _on_response(self, response: Any) -> None:
         if response.status == 407:  # only a proxy answers 407, and only when it gave up on our credentials
             self._refuse()
@@ -48,15 +42,20 @@ class PlaywrightPage:
         if is_proxy_refusal(request.failure):
             self._refuse()
 
-    def _refuse(self) -> None:
-        if self._refused is None and self._proxy is not None:
-            self._refused = proxy_refused(self._proxy)
-        self._changed.set()
-
     async def goto(self, url: str) -> None:
         # "commit": return once the response starts; the harvester polls the page itself from there.
         with self._tab_closed():
-            await self._page.goto(url, wait_until="commit")
+            try:
+                await self._page.goto(url, wait_until="commit")
+            except Exception as exc:
+                # The site down (refused, DNS, TLS, an unsafe port) is not the browser's fault. Another
+                # navigation taking over (the challenge reloading itself) is no failure at all.
+                if "ERR_ABORTED" in str(exc) or "interrupted by another navigation" in str(exc):
+                    return
+                error = unreachable(url, exc)
+                if error is None:
+                    raise
+                raise error from None
 
     async def evaluate(self, expression: str) -> Any:
         with self._tab_closed():
@@ -78,14 +77,6 @@ class PlaywrightPage:
             if not self._closed and self._page.is_closed() and self._context.browser.is_connected():
                 raise BrowserError(TAB_CLOSED) from exc
             raise
-
-    async def wait_for_change(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
-        self._changed.clear()
-        if self._refused is not None:
-            raise self._refused
 
     async def cookies(self) -> list[Cookie]:
         return [cookie_from_cdp(dict(c)) for c in await self._context.cookies()]
@@ -122,7 +113,7 @@ class PlaywrightDriver:
         await self.prepare()
         self._browser = await self._playwright.chromium.connect_over_cdp(process.endpoint)
 
-    async def new_page(self, *, identity: Identity, proxy: str | None = None) -> PlaywrightPage:
+    async def new_page(self, *, identity: BrowserIdentity, proxy: str | None = None) -> PlaywrightPage:
         if self._browser is None:
             raise RuntimeError("PlaywrightDriver.new_page() before connect()")
         options: dict[str, Any] = {"locale": "en-US"}

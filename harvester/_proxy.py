@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from ._exceptions import ProxyAuthError
+from ._exceptions import InvalidURLError, ProxyAuthError
 
 #: The bypass list given with every proxy. Chromium never sends loopback traffic (localhost, 127.0.0.0/8,
 #: [::1]) through a proxy unless the list subtracts its implicit loopback rule; without this a provider on
@@ -50,7 +50,7 @@ def parse_proxy(url: str) -> ProxySettings:
     A URL without credentials is passed on unchanged.
 
     Raises:
-        ValueError: credentials for a SOCKS proxy, which Chromium cannot authenticate to. The message never
+        InvalidURLError (a ValueError): credentials for a SOCKS proxy, which Chromium cannot authenticate to. The message never
             contains the password.
     """
     scheme, sep, rest = url.partition("://")
@@ -62,7 +62,7 @@ def parse_proxy(url: str) -> ProxySettings:
         return ProxySettings(server=url)
     server = f"{scheme}://{hostport}" if sep else hostport
     if scheme.lower().startswith("socks"):
-        raise ValueError(
+        raise InvalidURLError(
             f"Chromium cannot send credentials to a SOCKS proxy ({server}); use an http:// proxy with "
             "credentials, or a SOCKS proxy that needs none"
         )

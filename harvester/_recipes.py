@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from cache import normalize_name
 
-from ._exceptions import UnknownProviderError
+from ._exceptions import InvalidURLError, UnknownProviderError
 
 PROOF_COOKIE = "cf_clearance"
 
@@ -91,19 +92,66 @@ def known_providers() -> list[str]:
     return sorted(RECIPES)
 
 
-def normalize_origin(value: str) -> str:
+# "javascript:alert(1)", "data:text/html,..." have a scheme but no "//"; "localhost:8080" is a host and a port.
+_OTHER_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(?!\d)")
+_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
+
+
+def check_url(value: str, *, what: str = "--url") -> SplitResult:
+    """Parse a URL a harvest may open: http(s), a host, a valid port, no credentials (pure).
+
+    A bare ``host[:port][/path]`` gets ``https://``.
+
+    Raises:
+        InvalidURLError: "``what`` must be an http(s) URL" (the password, if any, shown as ``***``).
+    """
+    text = value.strip()
+    bad = InvalidURLError(f"{what} must be an http(s) URL (got {mask_password(text)!r})", url=mask_password(text))
+    if not text or _BAD_CHARS.search(text):
+        raise bad
+    if "://" not in text:
+        if _OTHER_SCHEME.match(text):
+            raise bad
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise bad
+    try:
+        port = parts.port
+    except ValueError:
+        raise bad from None
+    if port == 0:
+        raise bad
+    if parts.username is not None or parts.password is not None:
+        raise InvalidURLError(
+            f"{what} must not carry credentials ({mask_password(text)}): harvest cannot sign in with them; "
+            "run once with --headful and sign in in the browser window",
+            url=mask_password(text),
+        )
+    return parts
+
+
+def mask_password(url: str) -> str:
+    """``http://user:secret@host/`` -> ``http://user:***@host/`` (pure; anything else unchanged)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    credentials, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}{slash}{tail}"
+
+
+def normalize_origin(value: str, *, what: str = "base URL") -> str:
     """``http://host:port/any/path`` -> ``http://host:port`` (a bare ``host:port`` gets ``https://``).
 
     Raises:
-        ValueError: not an http(s) origin.
+        InvalidURLError (a ValueError): not an http(s) origin.
     """
-    text = value.strip()
-    if "://" not in text:
-        text = "https://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{value!r} is not an http(s) origin")
-    return urlunsplit((parts.scheme, parts.netloc, "", "", "")).rstrip("/")
+    parts = check_url(value, what=what)
+    return urlunsplit((parts.scheme.lower(), parts.netloc, "", "", "")).rstrip("/")
 
 
 def browser_origin(origin: str) -> str:
@@ -152,12 +200,10 @@ def resolve_recipe(
 
     Raises:
         UnknownProviderError: ``provider`` has no recipe.
-        ValueError: an origin or URL is malformed.
+        InvalidURLError (a ValueError): an origin or URL that is not http(s), or carries credentials.
     """
-    if url:
-        parts = urlsplit(url if "://" in url else "https://" + url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{url!r} is not an http(s) URL")
+    if url is not None:
+        parts = check_url(url, what="--url")
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -176,7 +222,9 @@ def resolve_recipe(
     checked = normalize_name(recipe.name)  # ValueError naming the rule: --name and hosts become cache keys
     if checked != recipe.name:
         recipe = dataclasses.replace(recipe, name=checked)
-    origin = base_url or env_base_url(recipe.name, environ) or config_base_url
+    if base_url:
+        return recipe.rebase(normalize_origin(base_url, what="--base-url"))
+    origin = env_base_url(recipe.name, environ) or config_base_url
     return recipe.rebase(origin) if origin else recipe
 
 

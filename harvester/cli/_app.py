@@ -89,7 +89,7 @@ def main(ctx: click.Context, **options: Any) -> None:
     options["cache_path"] = ctx.obj["cache_path"] = cache_location(options["cache_path"])
     if ctx.invoked_subcommand is not None:
         return
-    if not (options["providers"] or options["all_providers"] or options["url"]):
+    if not (options["providers"] or options["all_providers"] or options["url"] is not None):
         click.echo(ctx.get_help())
         return
     from ._oneshot import run

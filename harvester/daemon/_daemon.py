@@ -48,6 +48,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from cache import AuthCache, CacheError, SessionRecord, utcnow
+from harvester._browser import remove_stale_profiles
 from harvester._exceptions import BrowserError, HarvestError
 from harvester._single_flight import HarvesterLike, SingleFlight
 
@@ -223,6 +224,8 @@ class Daemon:
         installed = self._install_signal_handlers(loop)
         try:
             async with AsyncExitStack() as stack:
+                # Profiles left by harvests that were SIGKILLed (the next launch would also remove them).
+                await asyncio.to_thread(remove_stale_profiles)
                 self._harvester = await stack.enter_async_context(self._factory(self.settings))
                 self._flight = SingleFlight(self.cache, harvester=self._harvester)
                 # The server binds before anything is scheduled, so a taken port fails before any harvest.
@@ -517,7 +520,12 @@ class Daemon:
             retry_in=delay,
         )
         if not known:
-            logger.debug("unexpected harvest failure", exc_info=exc)
+            # A bug, not a site or browser failure: the traceback at error level, and the browser is kept.
+            logger.error(
+                "harvest.internal_error",
+                exc_info=exc,
+                extra={"event": "harvest.internal_error", "fields": {"provider": name, "report": "please report this"}},
+            )
         harvester = self._harvester
         if isinstance(exc, BrowserError) and harvester is not None and harvester.browser_running:
             # The browser is up but failed us (a hung CDP connection): replace it now, unless another harvest

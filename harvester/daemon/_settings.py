@@ -20,11 +20,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
+
+from harvester._driver import Backend
 
 from ._schedule import SchedulePolicy
-
-Backend = Literal["nodriver", "playwright"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,8 @@ class DaemonSettings:
         }
         return cls(
             backend=opt("backend", None),
-            max_concurrent=int(opt("max_concurrent", 2)),
+            # Default: every provider at once (each a tab of the one browser), so due jobs never queue.
+            max_concurrent=int(opt("max_concurrent", None) or max(1, len(providers))),
             browser_idle_close=float(opt("browser_idle_close", 60.0)),
             listen=opt("listen", None),
             harvest_timeout=float(opt("timeout", 30.0)),

@@ -41,6 +41,7 @@ class FakeHarvester:
         self.fail_next = fail_next
         self.crash_next = 0
         self.hang_next = 0
+        self.bug_next = 0  # harvests that fail with a KeyError (a bug in our code, not a browser failure)
         self.gate: asyncio.Event | None = None  # when set, each harvest also waits for it (after ``delay``)
         self.calls: list[str] = []
         self.timeouts: list[float | None] = []  # the timeout each call was given
@@ -105,6 +106,9 @@ class FakeHarvester:
         if self.hang_next > 0:
             self.hang_next -= 1
             raise BrowserError("Chromium stopped answering over CDP", provider=name)
+        if self.bug_next > 0:
+            self.bug_next -= 1
+            raise KeyError("demoApiKey")
         if self.fail_next > 0:
             self.fail_next -= 1
             raise BlockedError(

@@ -184,6 +184,48 @@ async def test_hung_browser_is_closed_and_replaced(cache: AuthCache) -> None:
     assert b"harvest_browser_restarts_total 1.0" in daemon.metrics.exposition()
 
 
+async def test_bug_in_a_harvest_is_logged_with_its_traceback_and_the_browser_kept(cache: AuthCache) -> None:
+    """A non-harvest error (a KeyError: a bug) logs at error level with the traceback, backs off, keeps the browser."""
+    fake = FakeHarvester(ttl=30.0)
+    fake.bug_next = 1
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake))
+    with captured_log(SecretRegistry()) as log:
+        task = _start(daemon)
+        await _until(lambda: daemon.states["alpha"].harvests == 1)
+        assert await _stop(daemon, task) == 0
+    lines = [line for line in log.getvalue().splitlines() if "harvest.internal_error" in line]
+    assert len(lines) == 1 and "level=error" in lines[0].lower() and "KeyError" in lines[0] and "Traceback" in lines[0]
+    assert daemon.states["alpha"].failures == 1
+    assert fake.closes == 0  # the browser was not replaced for a bug
+    assert b"harvest_browser_restarts_total 0.0" in daemon.metrics.exposition()
+
+
+@pytest.fixture
+def stale_profile() -> Iterator[Path]:
+    """A browser profile in the temp dir whose owner (a process that has exited) was killed before cleaning up."""
+    import shutil
+    import tempfile
+
+    from harvester._browser import OWNER_FILE, PROFILE_PREFIX
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = Path(tempfile.mkdtemp(prefix=PROFILE_PREFIX))
+    (path / OWNER_FILE).write_text(f"{dead.pid} 1")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_daemon_start_removes_profiles_of_killed_harvests(cache: AuthCache, stale_profile: Path) -> None:
+    """At start the daemon removes browser profiles whose owning process is dead (a harvest killed with -9)."""
+    fake = FakeHarvester(ttl=300.0)
+    daemon = Daemon(_settings("alpha"), cache=cache, harvester_factory=_factory(fake))
+    task = _start(daemon)
+    await _until(lambda: daemon.states["alpha"].harvests == 1)
+    assert await _stop(daemon, task) == 0
+    assert not await asyncio.to_thread(stale_profile.exists)
+
+
 async def test_idle_browser_is_closed(cache: AuthCache) -> None:
     """The browser is closed once nothing has run for browser_idle_close seconds."""
     fake = FakeHarvester(ttl=300.0)

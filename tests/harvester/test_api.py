@@ -14,8 +14,10 @@ from harvester import (
     ChallengeTimeout,
     ConfigError,
     HarvestError,
+    InvalidURLError,
     NeedsHeadfulError,
     ProxyAuthError,
+    SiteUnreachableError,
     UnknownProviderError,
 )
 from harvester._driver import translate_error
@@ -46,7 +48,7 @@ def test_import_is_cheap() -> None:
 def test_error_tree_has_one_root() -> None:
     """Every harvester error is a HarvestError."""
     kinds = (ChallengeTimeout, BlockedError, BrowserError, NeedsHeadfulError, ProxyAuthError, UnknownProviderError)
-    for kind in (*kinds, ConfigError):
+    for kind in (*kinds, ConfigError, SiteUnreachableError, InvalidURLError):
         assert issubclass(kind, HarvestError)
 
 
@@ -70,10 +72,27 @@ def _driver_errors() -> list[BaseException]:
 
 @pytest.mark.parametrize("error", _driver_errors(), ids=lambda e: type(e).__name__)
 def test_driver_errors_become_browser_errors(error: BaseException) -> None:
-    """Each driver, WebSocket and OS error class maps to BrowserError, chained to the original."""
+    """Each driver, WebSocket and connection error class maps to BrowserError, chained to the original."""
     translated = translate_error(error, provider="cerebras", url="http://x/")
     assert isinstance(translated, BrowserError)
     assert translated.__cause__ is error and translated.provider == "cerebras"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        KeyError("demoApiKey"),
+        AttributeError("'NoneType' object has no attribute 'lower'"),
+        ValueError("x"),
+        TypeError("y"),
+        RuntimeError("z"),
+        ZeroDivisionError(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_other_errors_are_not_browser_errors(error: BaseException) -> None:
+    """Map only what you know: an error of our own code is no browser failure, and is left to the caller."""
+    assert translate_error(error, provider="cerebras", url="http://x/") is None
 
 
 def test_harvest_errors_pass_through() -> None:
@@ -91,9 +110,13 @@ def test_harvest_errors_pass_through() -> None:
         (NeedsHeadfulError("h"), _exit.NEEDS_HEADFUL),
         (UnknownProviderError("x", ["a"]), _exit.USAGE),
         (ProxyAuthError("p"), _exit.USAGE),
+        (InvalidURLError("--url must be an http(s) URL"), _exit.USAGE),
+        (SiteUnreachableError("cannot reach http://x/: connection refused"), _exit.SITE_UNREACHABLE),
+        (HarvestError("other"), _exit.BROWSER_FAILED),
+        (KeyError("a bug"), _exit.INTERNAL_ERROR),
     ],
 )
-def test_exit_codes(error: HarvestError, code: int) -> None:
+def test_exit_codes(error: BaseException, code: int) -> None:
     """Each error class has its documented exit code."""
     assert exit_code_for(error) == code
 
