@@ -3,7 +3,7 @@
 ```toml
 [daemon]
 backend = "nodriver"        # or "playwright"
-max_concurrent = 2          # harvests at once, each a tab of one browser
+max_concurrent = 4          # harvests at once, each a tab of one browser (default: one per provider)
 browser_idle_close = 60     # seconds a browser stays up with nothing to do
 listen = "127.0.0.1:8790"   # optional status server
 min_margin = 60             # seconds: refresh at least this long before a record expires
@@ -45,7 +45,7 @@ from typing import Any
 
 from ._driver import BACKENDS, Backend
 from ._exceptions import ConfigError
-from ._recipes import RECIPES, env_base_url, normalize_origin
+from ._recipes import RECIPES, check_url, env_base_url, normalize_origin
 
 CONFIG_ENV = "HARVEST_CONFIG"
 
@@ -63,7 +63,7 @@ class DaemonConfig:
     """``[daemon]``: how the refresh daemon runs."""
 
     backend: Backend = "nodriver"
-    max_concurrent: int = 2
+    max_concurrent: int | None = None  # None: as many as there are providers to harvest
     browser_idle_close: float = 60.0
     listen: str | None = None
     min_margin: float = 60.0
@@ -204,8 +204,8 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
     backend = checker.value(raw_daemon, "daemon", "backend", str, "nodriver")
     if backend not in BACKENDS:
         checker.fail("daemon", "backend", f"must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    max_concurrent = checker.value(raw_daemon, "daemon", "max_concurrent", int, 2)
-    if max_concurrent < 1:
+    max_concurrent = checker.value(raw_daemon, "daemon", "max_concurrent", int, None)
+    if max_concurrent is not None and max_concurrent < 1:
         checker.fail("daemon", "max_concurrent", "must be at least 1")
     idle = float(checker.value(raw_daemon, "daemon", "browser_idle_close", (int, float), 60.0))
     if idle < 0:
@@ -257,6 +257,11 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
             checker.fail("providers", name, "must be a table, e.g. [providers.cerebras]")
         checker.only(raw, section, {"base_url", "refresh_interval", "proxy", "url"})
         url = checker.value(raw, section, "url", str, None)
+        if url is not None:
+            try:
+                check_url(url, what="url")
+            except ValueError as exc:
+                checker.fail(section, "url", str(exc))
         if name not in RECIPES and not url:
             checker.fail("providers", name, f'is not a known provider ({", ".join(sorted(RECIPES))}); add url = "..."')
         base_url = checker.value(raw, section, "base_url", str, None)

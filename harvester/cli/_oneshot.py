@@ -1,24 +1,25 @@
 """``harvest --provider NAME`` (and ``--all``, ``--url``): harvest once into the cache and exit.
 
-The root click group (``main`` in ``harvester/cli/_app.py``) forwards its options to :func:`run`; this module
-only turns them into harvests, shows progress on stderr, and maps outcomes to exit codes: with several
-targets, the worst (highest) code of them all.
+The root click group in ``harvester/cli/_app.py`` forwards its options to :func:`run`. This module runs the
+targets concurrently (one tab each in one browser, up to ``[daemon] max_concurrent``), shows progress on
+stderr (with ``-v``, each step and a per-phase breakdown), prints one line per target in the order asked,
+and returns the worst exit code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cache import AuthCache, CacheError, SessionRecord, normalize_name, utcnow
+from cache import AuthCache, CacheError, RecordError, SessionRecord, normalize_name, utcnow
 from cache._export import expires_in
 from harvester.cli import _exit
 
@@ -29,24 +30,33 @@ from .._exceptions import (
     ChallengeTimeout,
     ConfigError,
     HarvestError,
+    InvalidURLError,
     NeedsHeadfulError,
     ProxyAuthError,
+    SiteUnreachableError,
     UnknownProviderError,
 )
-from .._recipes import RECIPES, known_providers
+from .._recipes import RECIPES, check_url, known_providers
 
-# Most specific first; anything else from the harvester is a browser failure.
+if TYPE_CHECKING:
+    from .._phases import Timeline
+
+# Most specific first; a HarvestError of no other class is a browser failure, and anything else is a bug.
 _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (UnknownProviderError, _exit.USAGE),
     (ConfigError, _exit.USAGE),
+    (InvalidURLError, _exit.USAGE),
     # Wrong or missing proxy credentials: like a bad flag, retrying the same command cannot help.
     (ProxyAuthError, _exit.USAGE),
     (ChallengeTimeout, _exit.CHALLENGE_TIMEOUT),
     (BlockedError, _exit.BLOCKED),
     (NeedsHeadfulError, _exit.NEEDS_HEADFUL),
+    (SiteUnreachableError, _exit.SITE_UNREACHABLE),
     (BrowserError, _exit.BROWSER_FAILED),
     (CacheError, _exit.CACHE_ERROR),
     (HarvestError, _exit.BROWSER_FAILED),
+    # A record that fails the cache's rules (a name, a cookie with a newline): bad input, not a bug.
+    (RecordError, _exit.USAGE),
 )
 
 
@@ -55,7 +65,7 @@ def exit_code_for(error: BaseException) -> int:
     for kind, code in _EXIT_CODES:
         if isinstance(error, kind):
             return code
-    return _exit.BROWSER_FAILED
+    return _exit.INTERNAL_ERROR
 
 
 def run(**options: Any) -> int:
@@ -79,6 +89,13 @@ def run(**options: Any) -> int:
         except ValueError as exc:
             _error(str(exc))
             return _exit.USAGE
+    for flag, value in (("--url", url), ("--base-url", options.get("base_url"))):
+        if value is not None:
+            try:
+                check_url(value, what=flag)
+            except InvalidURLError as exc:
+                _error(str(exc))
+                return _exit.USAGE
     timeout: float | None = options.get("timeout")  # None: 30 s, or 300 s with --headful
     if timeout is not None and timeout <= 0:
         _error("--timeout must be positive")
@@ -88,26 +105,20 @@ def run(**options: Any) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return _exit.USAGE
-    try:
-        cache = AuthCache.open(path=options.get("cache_path"))
-    except CacheError as exc:
-        _error(str(exc))
-        return _exit.CACHE_ERROR
     targets: list[tuple[str | None, str | None]] = [(p, None) for p in providers]
     if url:
         targets.append((None, url))
-    return asyncio.run(_main(targets, options, config, cache, timeout))
+    return asyncio.run(_main(targets, options, config, timeout))
 
 
 async def _main(
     targets: list[tuple[str | None, str | None]],
     options: dict[str, Any],
     config: Config,
-    cache: AuthCache,
     timeout: float | None,
 ) -> int:
     loop = asyncio.get_running_loop()
-    work = asyncio.ensure_future(_harvest_all(targets, options, config, cache, timeout))
+    work = asyncio.ensure_future(_harvest_all(targets, options, config, timeout))
     received: list[int] = []
 
     def on_signal(signum: int) -> None:
@@ -135,45 +146,122 @@ async def _harvest_all(
     targets: list[tuple[str | None, str | None]],
     options: dict[str, Any],
     config: Config,
-    cache: AuthCache,
     timeout: float | None,
 ) -> int:
     from .._harvest import Harvester
+    from .._phases import Timeline
     from .._single_flight import harvest
 
     verbose = bool(options.get("verbose"))
     status = _Status(verbose)
+    # Every target at once, each a tab of one browser, unless the config bounds it ([daemon] max_concurrent).
+    limit = min(config.daemon.max_concurrent or len(targets), len(targets))
+    harvester = Harvester(
+        options.get("backend"),
+        timeout=timeout,
+        headful=bool(options.get("headful")),
+        max_concurrent=max(1, limit),
+        config=config,
+    )
+
+    async def one(provider: str | None, url: str | None, label: str) -> _Outcome:
+        timeline = Timeline()
+
+        def step(text: str) -> None:
+            timeline.step(text)
+            status.step(label, text)
+
+        started = time.monotonic()
+        status.update(f"{label}: starting")
+        try:
+            record = await harvest(
+                provider,
+                url=url,
+                name=options.get("name"),
+                base_url=options.get("base_url"),
+                proxy=options.get("proxy"),
+                timeout=timeout,
+                cache=cache,
+                harvester=harvester,
+                on_step=step,
+            )
+        except Exception as exc:  # reported in order, below
+            timeline.end()
+            return _Outcome(label, exc, time.monotonic() - started, timeline)
+        timeline.end()
+        return _Outcome(label, record, time.monotonic() - started, timeline)
+
     worst = _exit.OK
-    # One browser for every provider of this run.
-    async with Harvester(
-        options.get("backend"), timeout=timeout, headful=bool(options.get("headful")), config=config
-    ) as harvester:
-        for provider, url in targets:
-            label = provider or options.get("name") or url or "?"
-            started = time.monotonic()
-            status.update(f"{label}: starting")
-            try:
-                record = await harvest(
-                    provider,
-                    url=url,
-                    name=options.get("name"),
-                    base_url=options.get("base_url"),
-                    proxy=options.get("proxy"),
-                    timeout=timeout,
-                    cache=cache,
-                    harvester=harvester,
-                    on_step=functools.partial(status.step, label),
-                )
-            except (HarvestError, CacheError, ValueError) as exc:
+    browser = Timeline()
+
+    def launch_step(text: str) -> None:
+        browser.step(text)
+        status.update(f"browser: {text}")
+
+    async def launch() -> None:
+        try:
+            await harvester.start(launch_step)
+        finally:
+            browser.end()
+
+    # Chromium starts now, while the cache opens (a key to read, maybe a passphrase to derive), not after.
+    launching = asyncio.ensure_future(launch())
+    try:
+        try:
+            cache = await asyncio.to_thread(AuthCache.open, path=options.get("cache_path"))
+        except CacheError as exc:
+            status.stop()
+            _error(str(exc))
+            return _exit.CACHE_ERROR
+        labels = [provider or options.get("name") or url or "?" for provider, url in targets]
+        tasks = [asyncio.ensure_future(one(p, u, label)) for (p, u), label in zip(targets, labels, strict=True)]
+        try:
+            # In the order asked for, each as soon as it and the ones before it are done.
+            for task in tasks:
+                outcome = await task
                 status.stop()
-                code = _exit.USAGE if isinstance(exc, ValueError) else exit_code_for(exc)
-                _error(f"{label}: {exc}")
-                worst = max(worst, code)  # a later, worse failure is not hidden behind an earlier one
-                continue
-            finally:
-                status.stop()
-            click.echo(summary_line(record, elapsed=time.monotonic() - started, now=utcnow()))
+                worst = max(worst, _report(outcome, verbose))
+            # A failed launch is each harvest's to report (each tried again): only its timing is shown here.
+            await asyncio.gather(launching, return_exceptions=True)
+            if verbose and browser.durations:
+                _log(f"browser: {browser.describe()}")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        status.stop()
+        launching.cancel()
+        await asyncio.gather(launching, return_exceptions=True)
+        closing = time.monotonic()
+        await harvester.close()
+        if verbose:
+            _log(f"closed the browser in {time.monotonic() - closing:.2f} s")
     return worst
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    label: str
+    result: SessionRecord | BaseException
+    elapsed: float
+    timeline: Timeline
+
+
+def _report(outcome: _Outcome, verbose: bool) -> int:
+    """Print one target's line (stdout) or error (stderr) and return its exit code."""
+    result = outcome.result
+    if isinstance(result, SessionRecord):
+        click.echo(summary_line(result, elapsed=outcome.elapsed, now=utcnow()))
+        if verbose:
+            _log(f"{outcome.label}: {outcome.timeline.describe()}")
+        return _exit.OK
+    if isinstance(result, HarvestError | CacheError | RecordError):
+        _error(f"{outcome.label}: {result}")
+        return exit_code_for(result)
+    # Not an error we know: a bug. Say so, with the traceback; the other targets still report.
+    internal_error(result, where=outcome.label)
+    return _exit.INTERNAL_ERROR
 
 
 def summary_line(record: SessionRecord, *, elapsed: float, now: datetime) -> str:
@@ -219,6 +307,19 @@ class _Status:
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+def internal_error(exc: BaseException, *, where: str) -> None:
+    """Report a bug: one line naming it, then the traceback, on stderr."""
+    import traceback
+
+    _error(f"internal error in harvest: {where}: {type(exc).__name__}: {exc} (please report this)")
+    traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _log(message: str) -> None:
+    click.echo(f"harvest: {message}", err=True)
 
 
 def _error(message: str) -> None:

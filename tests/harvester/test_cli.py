@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,3 +137,77 @@ def test_two_processes_make_one_browser_run(emulator_factory: Factory, harvest_e
         assert proc.returncode == 0, stderr
     assert emu.stats["clearances_issued"] == 1
     assert cached(harvest_env, "cerebras")["api_key"].startswith("csk-")
+
+
+def test_all_providers_harvest_concurrently_in_one_browser(
+    emulator_factory: Factory, harvest_env: dict[str, str]
+) -> None:
+    """`harvest --all` has every provider's challenge open at once (one tab each), in one browser."""
+    emu = emulator_factory(think_ms=8000)
+    proc = subprocess.Popen(
+        harvest_cmd("--all", "--base-url", emu.url, "-v"),
+        env=harvest_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Four challenge pages served before the first clearance: the harvests overlap.
+        assert wait_for(lambda: emu.stats["challenge_pages"] >= 4, 60)
+        assert emu.stats["clearances_issued"] == 0
+        assert len(_main_browsers(browser_children(proc.pid))) == 1
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # not kill: its teardown removes the browser and the profile
+            proc.wait(30)
+    assert proc.returncode == _exit.OK, err
+    assert [line.split(":")[0] for line in out.splitlines()] == ["cerebras", "cloudflare", "deepinfra", "freenetfly"]
+    assert err.count("launching Chromium") == 1
+    assert "cerebras: " in err and " · challenge " in err  # the per-phase breakdown of -v
+
+
+def test_one_failure_does_not_stop_the_others_and_the_worst_code_wins(
+    emulator_factory: Factory, harvest_env: dict[str, str]
+) -> None:
+    """Targets run side by side: the good ones print their line in order, each failure its error, and the
+    exit code is the worst of them."""
+    good, blocked = emulator_factory(think_ms=20), emulator_factory(variant="blocked")
+    env = {
+        **harvest_env,
+        "HARVEST_CLOUDFLARE_BASE_URL": blocked.url,
+        "HARVEST_CEREBRAS_BASE_URL": good.url,
+        "HARVEST_FREENETFLY_BASE_URL": good.url,
+    }
+    refused = f"http://127.0.0.1:{_free_port()}/"
+    out = run(
+        env,
+        "--provider",
+        "cerebras",
+        "--provider",
+        "cloudflare",
+        "--provider",
+        "freenetfly",
+        "--url",
+        refused,
+        "--timeout",
+        "15",
+    )
+    assert [line.split(":")[0] for line in out.stdout.splitlines()] == ["cerebras", "freenetfly"]
+    assert "cloudflare: " in out.stderr and "Access denied" in out.stderr
+    assert f"cannot reach {refused}: connection refused" in out.stderr
+    assert out.returncode == _exit.SITE_UNREACHABLE  # 9 (unreachable) is worse than 5 (blocked)
+
+
+def _main_browsers(pids: list[int]) -> list[int]:
+    """The browser processes among ``pids`` (not the crash handlers, which are our children too)."""
+    return [pid for pid in pids if not Path(f"/proc/{pid}/comm").read_text().startswith("chrome_crashpad")]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

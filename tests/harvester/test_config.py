@@ -29,8 +29,21 @@ proxy = "http://user:secret@proxy:3128"
 def test_missing_default_file_means_defaults(isolated_env: Path) -> None:
     """With no file at $HARVEST_CONFIG every setting has its default."""
     config = load_config()
-    assert config.daemon.backend == "nodriver" and config.daemon.max_concurrent == 2
+    assert config.daemon.backend == "nodriver" and config.daemon.max_concurrent is None
     assert config.providers == {}
+
+
+def test_max_concurrent_defaults_to_one_per_provider(isolated_env: Path) -> None:
+    """Without [daemon] max_concurrent the daemon runs every due provider at once; the key still bounds it."""
+    from harvester.daemon import DaemonSettings
+
+    config_path = isolated_env / "config" / "config.toml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    names = ("cerebras", "cloudflare", "deepinfra")
+    config_path.write_text("".join(f"[providers.{name}]\n" for name in names))
+    assert DaemonSettings.from_config(load_config()).max_concurrent == 3
+    config_path.write_text("[daemon]\nmax_concurrent = 2\n" + "".join(f"[providers.{name}]\n" for name in names))
+    assert DaemonSettings.from_config(load_config()).max_concurrent == 2
 
 
 def test_full_schema_parses(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
