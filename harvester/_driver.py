@@ -18,7 +18,7 @@ from cache import Cookie
 from ._browser import BrowserProcess
 from ._classify import PageState
 from ._exceptions import BrowserError, HarvestError, ProxyAuthError
-from ._identity import BrowserIdentity
+from ._identity import Identity
 from ._proxy import ProxySettings, proxy_refused
 
 Backend = Literal["nodriver", "playwright"]
@@ -118,7 +118,7 @@ class Driver(Protocol):
         """Attach to the running browser."""
         ...
 
-    async def new_page(self, *, identity: BrowserIdentity, proxy: str | None = None) -> Page:
+    async def new_page(self, *, identity: Identity, proxy: str | None = None) -> Page:
         """Open a blank tab in a fresh browser context that presents ``identity``."""
         ...
 

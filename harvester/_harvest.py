@@ -20,7 +20,7 @@ from ._classify import PageState, Verdict, classify
 from ._config import Config, load_config
 from ._driver import Driver, Page, PageScriptError, is_connection_error, is_driver_error, snapshot, translate_error
 from ._exceptions import BlockedError, BrowserError, ChallengeTimeout, HarvestError
-from ._identity import BrowserIdentity
+from ._identity import Identity
 from ._lifecycle import SharedBrowser, bounded_close, uncancellable
 from ._proxy import parse_proxy
 from ._recipes import Recipe, browser_origin, parse_session, resolve_recipe
@@ -190,7 +190,7 @@ class Harvester:
             config_base_url=config_base,
         )
 
-    async def _ensure_browser(self, step: StepCallback) -> tuple[BrowserProcess, Driver, BrowserIdentity]:
+    async def _ensure_browser(self, step: StepCallback) -> tuple[BrowserProcess, Driver, Identity]:
         return await self._browser.acquire(step)
 
     # -- one harvest -------------------------------------------------------------------------------------
@@ -202,7 +202,8 @@ class Harvester:
             # harvest's own clock starts with the page, so a slow start-up never eats the page's time.
             process, driver, identity = await self._browser.acquire(step)
         except HarvestError as exc:
-            raise _about(exc, recipe) from None
+            _about(exc, recipe)
+            raise
         except Exception as exc:
             error = translate_error(exc, provider=recipe.name, url=recipe.start_url)
             if error is None:
@@ -226,7 +227,8 @@ class Harvester:
         except HarvestError as exc:
             if isinstance(exc, BrowserError) and not process.alive:
                 raise _browser_died(process, recipe) from exc
-            raise _about(exc, recipe) from None
+            _about(exc, recipe)
+            raise
         except _Deadline as exc:
             raise run.deadline_error(exc) from None
         except Exception as exc:
@@ -388,10 +390,9 @@ class _Run:
         return deadline_error(self.recipe, self.shown, self.status, progress)
 
 
-def _about(exc: HarvestError, recipe: Recipe) -> HarvestError:
+def _about(exc: HarvestError, recipe: Recipe) -> None:
     # A driver's own error (the person closed the tab) knows neither the provider nor the URL.
     exc.provider, exc.url = exc.provider or recipe.name, exc.url or recipe.start_url
-    return exc
 
 
 def _is_page_churn(exc: BaseException) -> bool:

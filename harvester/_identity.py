@@ -24,7 +24,7 @@ _GREASE_VERSIONS = ("8", "99", "24")
 
 
 @dataclass(frozen=True, slots=True)
-class BrowserIdentity:
+class Identity:
     """The user agent and client hints one harvest presents, and records for the clients."""
 
     user_agent: str
@@ -71,7 +71,7 @@ class BrowserIdentity:
         }
 
 
-def build_identity(user_agent: str, product: str) -> BrowserIdentity:
+def build_identity(user_agent: str, product: str) -> Identity:
     """Build the identity from ``Browser.getVersion``'s ``userAgent`` and ``product`` (``Chrome/156.0.x``).
 
     The UA loses its ``Headless`` marker; the brands are those this Chromium version sends by itself.
@@ -95,7 +95,7 @@ def build_identity(user_agent: str, product: str) -> BrowserIdentity:
     for index, position in enumerate(order):
         brands[position] = short[index]
         full_list[position] = full[index]
-    return BrowserIdentity(
+    return Identity(
         user_agent=ua,
         full_version=full_version,
         brands=tuple(brands),

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from ._browser import BrowserProcess, find_browser
 from ._driver import Driver, make_driver, translate_error
 from ._exceptions import HarvestError
-from ._identity import BrowserIdentity, build_identity
+from ._identity import Identity, build_identity
 
 CLOSE_TIMEOUT = 5.0  # bound on closing a page or a driver, so teardown never hangs on a dead browser
 
@@ -37,7 +37,7 @@ class SharedBrowser:
         self.restarts = 0
         self.process: BrowserProcess | None = None
         self._driver: Driver | None = None
-        self._identity: BrowserIdentity | None = None
+        self._identity: Identity | None = None
         self._closed = False
         # Protects launching and closing the browser, so concurrent harvests start exactly one.
         self._lock = asyncio.Lock()
@@ -47,7 +47,7 @@ class SharedBrowser:
         """True while the browser process is up."""
         return self.process is not None and self.process.alive
 
-    async def acquire(self, step: StepCallback) -> tuple[BrowserProcess, Driver, BrowserIdentity]:
+    async def acquire(self, step: StepCallback) -> tuple[BrowserProcess, Driver, Identity]:
         """The running browser, its driver and identity; launches (or replaces a dead) one first.
 
         Raises:

@@ -13,7 +13,7 @@ from cache import Cookie
 from ._browser import TAB_CLOSED, BrowserProcess
 from ._driver import WAKE_EVENTS, PageScriptError, PageSignals, cookie_from_cdp
 from ._exceptions import BrowserError
-from ._identity import BrowserIdentity
+from ._identity import Identity
 from ._net import unreachable
 from ._proxy import LOOPBACK_BYPASS, ProxySettings, is_proxy_refusal, parse_proxy
 
@@ -206,7 +206,7 @@ class NodriverDriver:
         self._browser = browser
         await browser.attach()
 
-    async def new_page(self, *, identity: BrowserIdentity, proxy: str | None = None) -> NodriverPage:
+    async def new_page(self, *, identity: Identity, proxy: str | None = None) -> NodriverPage:
         browser = self._browser
         if browser is None:
             raise RuntimeError("NodriverDriver.new_page() before connect()")

@@ -12,7 +12,7 @@ from cache import Cookie
 from ._browser import TAB_CLOSED, BrowserProcess
 from ._driver import PageSignals, cookie_from_cdp
 from ._exceptions import BrowserError
-from ._identity import BrowserIdentity
+from ._identity import Identity
 from ._net import unreachable
 from ._proxy import LOOPBACK_BYPASS, ProxySettings, is_proxy_refusal, parse_proxy
 
@@ -113,7 +113,7 @@ class PlaywrightDriver:
         await self.prepare()
         self._browser = await self._playwright.chromium.connect_over_cdp(process.endpoint)
 
-    async def new_page(self, *, identity: BrowserIdentity, proxy: str | None = None) -> PlaywrightPage:
+    async def new_page(self, *, identity: Identity, proxy: str | None = None) -> PlaywrightPage:
         if self._browser is None:
             raise RuntimeError("PlaywrightDriver.new_page() before connect()")
         options: dict[str, Any] = {"locale": "en-US"}

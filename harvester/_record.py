@@ -6,13 +6,13 @@ from datetime import datetime
 
 from cache import Cookie, SessionRecord
 
-from ._identity import BrowserIdentity, impersonate_target
+from ._identity import Identity, impersonate_target
 from ._recipes import Recipe
 
 
 def make_record(
     recipe: Recipe,
-    identity: BrowserIdentity,
+    identity: Identity,
     cookies: list[Cookie],
     *,
     api_key: str | None,
