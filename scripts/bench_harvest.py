@@ -130,6 +130,7 @@ async def plain_zendriver_run(url: str, major: int) -> Timing:
         browser_executable_path=find_browser(),
         sandbox=os.geteuid() != 0,
         browser_args=[f"--user-agent={UA.format(major=major)}", "--disable-blink-features=AutomationControlled"],
+        browser_connection_max_tries=40,  # its default gives up after 2.5 s: too soon on a loaded machine
     )
     try:
         await browser.get(url + "/")
@@ -224,8 +225,9 @@ async def main() -> None:
             for name, fn in baselines.items():
                 try:
                     results[name] = await measure(args.runs, fn, name)
-                except ImportError as exc:
-                    print(f"  {name}: skipped ({exc})", file=sys.stderr)
+                except Exception as exc:  # a baseline that cannot run here is reported, not fatal
+                    first = str(exc).strip().splitlines()
+                    print(f"  {name}: failed ({type(exc).__name__}: {first[-1] if first else ''})", file=sys.stderr)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     report(results, args)

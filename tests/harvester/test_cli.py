@@ -76,26 +76,26 @@ def test_never_clearing_challenge_exits_4_within_the_deadline(
     """A challenge slower than --timeout exits 4 soon after the deadline (which starts with the page: the
     launch has its own)."""
     emu = emulator_factory(think_ms=60_000)
-    proc = subprocess.Popen(
+    loading = None
+    lines = []
+    with subprocess.Popen(
         harvest_cmd("--provider", "cloudflare", "--base-url", emu.url, "--timeout", "2", "-v"),
         env=harvest_env,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-    )
-    loading = None
-    lines = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if loading is None and ": loading " in line:
-                loading = time.monotonic()
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                if loading is None and ": loading " in line:
+                    loading = time.monotonic()
             proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
     err = "".join(lines)
     assert proc.returncode == _exit.CHALLENGE_TIMEOUT, err
     assert loading is not None and time.monotonic() - loading < 2 + 4  # the deadline, then teardown under load
