@@ -28,6 +28,9 @@ base_url = "http://127.0.0.1:8765"   # optional, as --base-url ($HARVEST_CEREBRA
 refresh_interval = 600               # optional
 proxy = "http://..."                 # optional
 url = "https://example.com/"         # only for a site with no recipe (as `harvest --url`)
+
+[providers.cloudflare]
+protocol = "agent"                   # or "inference" (the older HTTP API); $HARVEST_CLOUDFLARE_PROTOCOL wins
 ```
 """
 
@@ -48,6 +51,8 @@ from ._exceptions import ConfigError
 from ._recipes import RECIPES, check_url, env_base_url, normalize_origin
 
 CONFIG_ENV = "HARVEST_CONFIG"
+#: Providers that speak more than one wire protocol, and their protocols (providers._cloudflare.PROTOCOLS).
+PROVIDER_PROTOCOLS: Mapping[str, tuple[str, ...]] = MappingProxyType({"cloudflare": ("agent", "inference")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class ProviderConfig:
     refresh_interval: float | None = None
     proxy: str | None = field(default=None, repr=False)
     url: str | None = None
+    protocol: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,12 @@ class Config:
     def base_url(self, name: str, environ: Mapping[str, str] | None = None) -> str | None:
         """``$HARVEST_<NAME>_BASE_URL``, else the config's ``base_url`` for ``name``."""
         return env_base_url(name, environ) or self.provider(name).base_url
+
+    def protocol(self, name: str, environ: Mapping[str, str] | None = None) -> str | None:
+        """``$HARVEST_<NAME>_PROTOCOL``, else the config's ``protocol`` for ``name`` (None: the provider's default)."""
+        env = os.environ if environ is None else environ
+        key = "HARVEST_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_PROTOCOL"
+        return env.get(key) or self.provider(name).protocol
 
 
 def default_config_path() -> Path:
@@ -255,7 +267,7 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
         section = f"providers.{name}"
         if not isinstance(raw, dict):
             checker.fail("providers", name, "must be a table, e.g. [providers.cerebras]")
-        checker.only(raw, section, {"base_url", "refresh_interval", "proxy", "url"})
+        checker.only(raw, section, {"base_url", "refresh_interval", "proxy", "url", "protocol"})
         url = checker.value(raw, section, "url", str, None)
         if url is not None:
             try:
@@ -273,12 +285,21 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
         interval = checker.value(raw, section, "refresh_interval", (int, float), None)
         if interval is not None and interval <= 0:
             checker.fail(section, "refresh_interval", "must be a positive number of seconds")
+        protocol = checker.value(raw, section, "protocol", str, None)
+        if protocol is not None and protocol not in PROVIDER_PROTOCOLS.get(name, ()):
+            known = PROVIDER_PROTOCOLS.get(name)
+            checker.fail(
+                section,
+                "protocol",
+                f"must be one of {', '.join(known)}" if known else "is not a setting of this provider (one protocol)",
+            )
         providers[name] = ProviderConfig(
             name=name,
             base_url=base_url,
             refresh_interval=float(interval) if interval is not None else None,
             proxy=checker.value(raw, section, "proxy", str, None),
             url=url,
+            protocol=protocol,
         )
     return Config(
         daemon=daemon, browser=browser, server=server, cache=cache, providers=MappingProxyType(providers), path=path

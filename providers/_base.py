@@ -135,6 +135,7 @@ class Provider:
         extra_body: Mapping[str, Any] | None = None,
         *,
         cache: AuthCache | None = None,
+        protocol: str | None = None,
     ) -> AsyncIterator[Chunk]:
         """Send a chat and yield ``str`` deltas plus ``Reasoning``, ``FinishReason``, ``Usage`` (or an ``ImageResponse``).
 
@@ -155,6 +156,8 @@ class Provider:
             "cookies": cookies,
             "extra_body": extra_body,
         }
+        if protocol is not None:
+            options["protocol"] = protocol
         if client is None:  # made outside a running loop: find the client when iteration starts
             return cls._chat_later(messages, model, cache, base_url, proxy, options)
         # The client's own generator, not one wrapped around it: no extra frame per item on the hot path.
@@ -230,6 +233,26 @@ class Provider:
         if temperature is not None:
             body["temperature"] = temperature
         return body
+
+    @classmethod
+    def _own_chat(
+        cls,
+        call: Call,
+        model: str,
+        messages: Messages,
+        *,
+        stream: bool,
+        temperature: float | None,
+        protocol: str | None,
+    ) -> AsyncIterator[Chunk] | None:
+        """The items of a chat over the provider's own wire protocol, or None for the HTTP request and decoder.
+
+        Raises:
+            ValueError: a ``protocol`` was asked of a provider that speaks only one.
+        """
+        if protocol is not None:
+            raise ValueError(f"{cls.name()} has one protocol; protocol={protocol!r} is for Cloudflare")
+        return None
 
     @classmethod
     def _chat_request(cls, call: Call, body: dict[str, Any]) -> Request:

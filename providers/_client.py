@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from ._base import Provider
     from ._refresh import Refresher
     from ._transport import AsyncTransport, Request, Response
+    from ._websocket import WebSocketConnector
+
+T = TypeVar("T")
 
 _ATTEMPTS = 5
 _MODELS_TTL = 600.0
@@ -142,6 +145,8 @@ class Client:
         # Cookie merges and key updates still writing to the cache; strong references keep them from being
         # garbage-collected mid-flight, and ``aclose`` waits for them.
         self._background: set[asyncio.Task[Any]] = set()
+        # WebSockets (Cloudflare's agent protocol), made on first use and closed with the client.
+        self._websockets: WebSocketConnector | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -167,6 +172,16 @@ class Client:
             self._transport = CurlTransport()
         return self._transport
 
+    def websockets(self) -> WebSocketConnector:
+        """What opens this client's WebSockets (made on first use, closed by ``aclose``)."""
+        if self._closed:
+            raise RuntimeError("this Client is closed")
+        if self._websockets is None:
+            from ._websocket import WebSocketConnector
+
+            self._websockets = WebSocketConnector()
+        return self._websockets
+
     @property
     def refresher(self) -> Refresher:
         """What refreshes a refused session (``default_refresher(cache)`` when none was given)."""
@@ -188,6 +203,8 @@ class Client:
                 await close()
         if self._owns_transport and self._transport is not None:
             await self._transport.aclose()
+        if self._websockets is not None:
+            await self._websockets.aclose()
 
     async def wait_background(self) -> None:
         """Wait for the cookie merges and key updates still writing to the cache."""
@@ -265,11 +282,13 @@ class Client:
         api_key: str | None = None,
         cookies: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        protocol: str | None = None,
     ) -> AsyncIterator[Chunk]:
         """Send a chat and yield ``str`` deltas plus ``Reasoning``, ``FinishReason``, ``Usage`` (or an ``ImageResponse``).
 
         ``stream=False`` asks for one answer and yields the same types. ``extra_body`` is merged into the
-        request JSON.
+        request JSON. ``protocol`` picks the wire protocol of a provider that has more than one (Cloudflare:
+        ``"agent"``, the default, or ``"inference"``).
 
         Raises:
             ModelNotFoundError, MissingAuthError, ResponseStatusError, StreamError, TransportError.
@@ -281,6 +300,12 @@ class Client:
             yield await self.image(image_prompt(messages), model, timeout=timeout, api_key=api_key)
             return
         call = self._new_call(timeout=timeout, api_key=api_key, cookies=cookies)
+        own = provider._own_chat(call, model, messages, stream=stream, temperature=temperature, protocol=protocol)
+        if own is not None:
+            # A provider with its own wire protocol (Cloudflare's agent socket) streams its items itself.
+            async for item in own:
+                yield item
+            return
         body = provider._chat_body(model, messages, stream, max_tokens, temperature, extra_body)
         response = await self._send(call, lambda c: provider._chat_request(c, body))
         decoder = provider._decoder(stream, response.header("content-type") or "")
@@ -377,12 +402,19 @@ class Client:
         A refresh asks the refresher for a record newer than the one this call used (another caller may
         already have stored one), rebuilds the request with it and tries once more.
         """
+        return await self._open(call, lambda c: self._send_retrying(c, build(c)))
+
+    async def _open(self, call: Call, attempt: Callable[[Call], Awaitable[T]]) -> T:
+        """Run ``attempt`` (which retries what is retryable); refresh a refused session once and run it again.
+
+        ``_send`` opens HTTP responses with it, and Cloudflare its agent WebSocket.
+        """
         provider = call.provider
         refreshed = False
         while True:
             try:
                 await provider._prepare(call)
-                return await self._send_retrying(call, build(call))
+                return await attempt(call)
             except ProviderError as exc:
                 if refreshed or not call.can_heal or not _is_auth_failure(exc):
                     raise
@@ -432,9 +464,13 @@ class Client:
 
     async def _send_retrying(self, call: Call, request: Request) -> Response:
         """Send with up to 5 attempts for retryable failures, all before the first byte is read."""
+        return await self._retrying(lambda: self._send_once(call, request))
+
+    async def _retrying(self, once: Callable[[], Awaitable[T]]) -> T:
+        """Up to 5 runs of ``once`` for retryable failures (5xx, 429 after ``Retry-After``, connection errors)."""
         # The first attempt skips stamina: building its retry context costs ~40us, a tenth of a whole request.
         try:
-            return await self._send_once(call, request)
+            return await once()
         except ProviderError as exc:
             if not _backoff(exc):
                 raise
@@ -449,7 +485,7 @@ class Client:
                     # Replaying the first failure lets stamina count it and wait its backoff (or Retry-After).
                     replay, first = first, None
                     raise replay
-                return await self._send_once(call, request)
+                return await once()
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def _remember_cookies(self, call: Call, response: Response) -> None:

@@ -39,6 +39,21 @@ def _provider(name: str) -> type[Provider]:
         raise click.UsageError(str(exc)) from None
 
 
+def _protocol(ctx: click.Context, name: str) -> str | None:
+    """``$HARVEST_<NAME>_PROTOCOL`` or ``[providers.NAME] protocol``, for a provider that has a choice."""
+    from harvester._config import PROVIDER_PROTOCOLS, load_config
+    from harvester._exceptions import ConfigError
+
+    if name not in PROVIDER_PROTOCOLS:
+        return None
+    try:
+        return load_config().protocol(name)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(USAGE)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _cache(ctx: click.Context) -> AuthCache:
     from cache import AuthCache, CacheError
 
@@ -108,10 +123,16 @@ def chat(
     messages.append({"role": "user", "content": prompt})
     cache = _cache(ctx)
 
+    # A provider with more than one wire protocol (Cloudflare) takes the one the config file names.
+    options: dict[str, Any] = {}
+    protocol = _protocol(ctx, provider.name())
+    if protocol:
+        options["protocol"] = protocol
+
     async def stream() -> None:
         out = sys.stdout
         async with _client(provider, cache, base_url, proxy) as client:
-            async for item in client.chat(messages, model, stream=not no_stream):
+            async for item in client.chat(messages, model, stream=not no_stream, **options):
                 if isinstance(item, str):
                     out.write(item)
                     out.flush()

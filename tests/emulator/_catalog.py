@@ -17,6 +17,8 @@ CLOUDFLARE_MODELS: list[dict[str, Any]] = [
     for name, description in [
         ("@cf/meta/llama-3.3-70b-instruct-fp8-fast", "Llama 3.3 70B quantized to fp8, optimized to be faster."),
         ("@cf/meta/llama-3.1-8b-instruct-awq", "Quantized (int4) Llama 3.1 8B Instruct."),
+        ("@cf/meta/llama-3.1-8b-instruct-fp8", "Llama 3.1 8B Instruct quantized to fp8."),
+        ("@cf/openai/gpt-oss-120b", "OpenAI's open-weight 120B model."),
         ("@cf/meta/llama-3.2-1b-instruct", "Llama 3.2 1B, small multilingual model."),
         ("@cf/qwen/qwen2.5-coder-32b-instruct", "Qwen2.5 Coder 32B, code-specific model."),
         ("@cf/deepseek-ai/deepseek-r1-distill-qwen-32b", "DeepSeek R1 distilled into Qwen 32B; it reasons."),

@@ -61,6 +61,17 @@ def test_full_schema_parses(isolated_env: Path, monkeypatch: pytest.MonkeyPatch)
     assert config.base_url("cerebras") == "http://127.0.0.1:1"
 
 
+def test_cloudflare_protocol_from_file_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[providers.cloudflare] protocol` is read; $HARVEST_CLOUDFLARE_PROTOCOL wins; unset means the default."""
+    monkeypatch.delenv("HARVEST_CLOUDFLARE_PROTOCOL", raising=False)
+    config = parse_config("[providers.cloudflare]\nprotocol = 'inference'\n")
+    assert config.provider("cloudflare").protocol == "inference"
+    assert config.protocol("cloudflare") == "inference"
+    assert parse_config("").protocol("cloudflare") is None
+    monkeypatch.setenv("HARVEST_CLOUDFLARE_PROTOCOL", "agent")
+    assert config.protocol("cloudflare") == "agent"
+
+
 @pytest.mark.parametrize(
     ("text", "key", "line"),
     [
@@ -70,6 +81,8 @@ def test_full_schema_parses(isolated_env: Path, monkeypatch: pytest.MonkeyPatch)
         ("[providers.nope]\nbase_url = 'http://x'\n", "providers.nope", 1),
         ("[providers.cerebras]\nrefresh_interval = -1\n", "providers.cerebras.refresh_interval", 2),
         ("[providers.cerebras]\nbase_url = 'ftp://x'\n", "providers.cerebras.base_url", 2),
+        ("[providers.cloudflare]\nprotocol = 'grpc'\n", "providers.cloudflare.protocol", 2),
+        ("[providers.cerebras]\nprotocol = 'agent'\n", "providers.cerebras.protocol", 2),
     ],
 )
 def test_bad_values_name_key_and_line(text: str, key: str, line: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from harvester.cli import main
-from harvester.cli._exit import PROVIDER_ERROR
+from harvester.cli._exit import PROVIDER_ERROR, USAGE
 from tests.emulator._server import EmulatorThread
 
 
@@ -67,3 +67,34 @@ def test_unknown_model_is_a_clear_error(emu: EmulatorThread) -> None:
     result = CliRunner().invoke(main, ["chat", "--provider", "cerebras", "-m", "llama3.1-8", "hi"])
     assert result.exit_code == PROVIDER_ERROR
     assert "llama3.1-8b" in result.output
+
+
+@pytest.mark.parametrize(("setting", "route"), [("inference", "/api/inference"), (None, "/agents/playground")])
+def test_chat_takes_the_cloudflare_protocol_from_the_config(
+    emu: EmulatorThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, route: str
+) -> None:
+    """`[providers.cloudflare] protocol` picks the wire protocol of `harvest chat`; without it the agent socket."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[providers.cloudflare]\nprotocol = "{setting}"\n' if setting else "")
+    monkeypatch.setenv("HARVEST_CONFIG", str(config))
+    monkeypatch.delenv("HARVEST_CLOUDFLARE_PROTOCOL", raising=False)
+    result = CliRunner().invoke(main, ["chat", "--provider", "cloudflare", "--base-url", emu.url, "hello"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "Hello from the cloudflare emulator. You said: hello\n"
+    assert emu.stats["api_requests"] == {route: 1}
+
+
+def test_bad_protocol_is_a_usage_error(emu: EmulatorThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown protocol, in the config file or the environment, exits with USAGE and one line."""
+    config = tmp_path / "config.toml"
+    config.write_text('[providers.cloudflare]\nprotocol = "grpc"\n')
+    monkeypatch.setenv("HARVEST_CONFIG", str(config))
+    result = CliRunner().invoke(main, ["chat", "--provider", "cloudflare", "--base-url", emu.url, "hello"])
+    assert result.exit_code == USAGE
+    assert "protocol" in result.output and "agent, inference" in result.output
+    config.write_text("")
+    monkeypatch.setenv("HARVEST_CLOUDFLARE_PROTOCOL", "grpc")
+    result = CliRunner().invoke(main, ["chat", "--provider", "cloudflare", "--base-url", emu.url, "hello"])
+    assert result.exit_code == USAGE
+    assert "agent, inference" in result.output
+    assert emu.stats["api_requests_total"] == 0

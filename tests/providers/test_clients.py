@@ -119,12 +119,13 @@ async def test_env_base_url_rebases(open_emulator: EmulatorThread, monkeypatch: 
     monkeypatch.setenv("HARVEST_CLOUDFLARE_BASE_URL", open_emulator.url)
     items = await collect(Cloudflare.create_async_generator("", MESSAGES))
     assert FinishReason("stop") in items
-    assert open_emulator.stats["api_requests"]["/api/inference"] == 1
+    assert open_emulator.stats["api_requests"]["/agents/playground"] == 1
 
 
 def test_aliases_resolve() -> None:
     """g4f-style aliases resolve to the providers' model names; empty means the default."""
-    assert Cloudflare.get_model("llama-3.1-8b") == "@cf/meta/llama-3.1-8b-instruct-awq"
+    assert Cloudflare.get_model("llama-3.1-8b") == "@cf/meta/llama-3.1-8b-instruct-fp8"
+    assert Cloudflare.get_model("gpt-oss-120b") == "@cf/openai/gpt-oss-120b"
     assert Cloudflare.get_model("qwen-2.5-coder") == "@cf/qwen/qwen2.5-coder-32b-instruct"
     assert Cloudflare.get_model("deepseek-r1-qwen-32b") == "@cf/deepseek-ai/deepseek-r1-distill-qwen-32b"
     assert Cloudflare.get_model("llama-3.3-70b") == Cloudflare.default_model
