@@ -8,6 +8,13 @@ Cases (targets from issue 4):
   (a) one stream of 20,000 chunks              <= 1.3x the floor
   (b) 300 sequential streams of 5 chunks       <= 0.6 ms per request
   (c) 50 concurrent streams of 1,000 chunks    <= 0.3 s
+
+The Cloudflare agent protocol (issue 15), over a WebSocket: this client (curl_cffi's WebSocket with the browser's
+TLS fingerprint) against a plain aiohttp WebSocket client as the baseline, and curl_cffi's WebSocket driven by hand
+(the library without our layers). Every client sends the same opening frames and chat request and counts the
+``text-delta`` parts until ``finish``.
+  (d) one reply of 20,000 deltas
+  (e) 50 concurrent replies of 1,000 deltas
 """
 
 from __future__ import annotations
@@ -220,6 +227,110 @@ CLIENTS: dict[str, Callable[[str], Awaitable[tuple[Stream, Callable[[], Awaitabl
 }
 
 
+# -- the agent protocol's clients ----------------------------------------------------------------------------
+
+AGENT_MODEL = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+
+
+def _agent_frames() -> tuple[str, list[bytes]]:
+    """The socket path and the frames every agent client sends (the same bytes for all of them)."""
+    from providers._agent_protocol import chat_request, opening_frames, socket_url, split_messages
+
+    system, ui = split_messages(MESSAGES)
+    frames = [*opening_frames("playground-bench", model=AGENT_MODEL, temperature=None, system=system)]
+    frames.append(chat_request("req_bench", ui))
+    url = socket_url("http://x", "playground-bench", AGENT_MODEL, "pk")
+    return url[len("ws://x") :], frames
+
+
+def _agent_count(message: bytes | str) -> int:
+    """1 for a text delta, 0 for another frame, -1 at the reply's end (how the baselines read a frame)."""
+    frame = orjson.loads(message)
+    if frame.get("type") != "cf_agent_use_chat_response":
+        return 0
+    if frame.get("done"):
+        return -1
+    part = orjson.loads(frame["body"])
+    kind = part.get("type")
+    return 1 if kind == "text-delta" and part.get("delta") else -1 if kind == "finish" else 0
+
+
+async def agent_this_client(url: str) -> tuple[Stream, Callable[[], Awaitable[None]]]:
+    from providers import Cloudflare
+
+    async def stream() -> int:
+        n = 0
+        async for item in Cloudflare.create_async_generator("", MESSAGES, base_url=url, protocol="agent"):
+            if type(item) is str:
+                n += 1
+        return n
+
+    async def close() -> None:
+        pass
+
+    return stream, close
+
+
+async def agent_aiohttp(url: str) -> tuple[Stream, Callable[[], Awaitable[None]]]:
+    import aiohttp
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+    path, frames = _agent_frames()
+    target = url.replace("http", "ws", 1) + path
+
+    async def stream() -> int:
+        n = 0
+        async with session.ws_connect(target, origin=url) as ws:
+            for frame in frames:
+                await ws.send_str(frame.decode())
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                counted = _agent_count(message.data)
+                if counted < 0:
+                    break
+                n += counted
+        return n
+
+    return stream, session.close
+
+
+async def agent_curl_cffi(url: str) -> tuple[Stream, Callable[[], Awaitable[None]]]:
+    from curl_cffi import CurlWsFlag
+    from curl_cffi.requests import AsyncSession
+
+    session: AsyncSession[Any] = AsyncSession(max_clients=100)
+    path, frames = _agent_frames()
+    target = url.replace("http", "ws", 1) + path
+
+    async def stream() -> int:
+        n = 0
+        ws = await session.ws_connect(target, headers={"Origin": url}, recv_queue_size=1024)
+        try:
+            for frame in frames:
+                await ws.send(frame, CurlWsFlag.TEXT)
+            while True:
+                data, flags = await ws.recv()
+                if flags & CurlWsFlag.CLOSE:
+                    break
+                counted = _agent_count(data)
+                if counted < 0:
+                    break
+                n += counted
+        finally:
+            await ws.close()
+        return n
+
+    return stream, session.close
+
+
+AGENT_CLIENTS: dict[str, Callable[[str], Awaitable[tuple[Stream, Callable[[], Awaitable[None]]]]]] = {
+    "aiohttp WebSocket (baseline)": agent_aiohttp,
+    "harvest Cloudflare (agent)": agent_this_client,
+    "curl_cffi WebSocket by hand": agent_curl_cffi,
+}
+
+
 # -- the cases -------------------------------------------------------------------------------------------------
 
 
@@ -252,15 +363,23 @@ CASES = [
     ("(b) 300 x 5 chunks, per request", 5, case_b, "ms"),
     ("(c) 50 x 1,000 concurrent", 1000, case_c, "s"),
 ]
+AGENT_CASES = [
+    ("(d) agent: 1 x 20,000 deltas", 20_000, case_a, "s"),
+    ("(e) agent: 50 x 1,000 concurrent", 1000, case_c, "s"),
+]
 
 
-async def run(url: str, repeat: int) -> dict[str, dict[str, list[float]]]:
+async def run(
+    url: str, repeat: int, cases: list[Any] | None = None, clients: dict[str, Any] | None = None
+) -> dict[str, dict[str, list[float]]]:
     """Every client's timings per case. The clients take turns within each repeat, so a load that comes and
     goes on a shared machine (another benchmark, a browser) weighs on all of them alike."""
-    results: dict[str, dict[str, list[float]]] = {name: {client: [] for client in CLIENTS} for name, *_ in CASES}
-    for case_name, chunks, case, _ in CASES:
+    cases = CASES if cases is None else cases
+    clients = CLIENTS if clients is None else clients
+    results: dict[str, dict[str, list[float]]] = {name: {client: [] for client in clients} for name, *_ in cases}
+    for case_name, chunks, case, _ in cases:
         configure(url, stream_chunks=chunks)
-        opened = {client: await factory(url) for client, factory in CLIENTS.items()}
+        opened = {client: await factory(url) for client, factory in clients.items()}
         try:
             for stream, _close in opened.values():
                 await stream()  # warm up: connections, imports, the TLS-less handshake
@@ -271,7 +390,27 @@ async def run(url: str, repeat: int) -> dict[str, dict[str, list[float]]]:
         finally:
             for _stream, close in opened.values():
                 await close()
+        if clients is not CLIENTS:
+            from providers import close_transport
+
+            await close_transport()
     return results
+
+
+def print_agent_table(results: dict[str, dict[str, list[float]]]) -> None:
+    """Per agent case and client: the median, the best, and the median's ratio to the aiohttp baseline's."""
+    clients = list(AGENT_CLIENTS)
+    width = max(len(c) for c in clients) + 2
+    for case_name, _, _, unit in AGENT_CASES:
+        row = {client: statistics.median(times) for client, times in results[case_name].items()}
+        best = {client: min(times) for client, times in results[case_name].items()}
+        base = row[clients[0]]
+        print(f"\n{case_name}   (median of {len(results[case_name][clients[0]])})")
+        for client in clients:
+            print(
+                f"  {client:<{width}} {row[client]:9.3f} {unit:<2} (best {best[client]:8.3f})"
+                f"  {row[client] / base:6.2f}x aiohttp"
+            )
 
 
 def print_table(results: dict[str, dict[str, list[float]]]) -> None:
@@ -300,9 +439,10 @@ def main() -> int:
     parser.add_argument(
         "--clients", default="", help="comma-separated name fragments: run only these clients (the floor always runs)"
     )
-    parser.add_argument("--cases", default="abc", help="which cases to run, e.g. 'ac' (default: all)")
+    parser.add_argument("--cases", default="abcde", help="which cases to run, e.g. 'ac' (default: all)")
     args = parser.parse_args()
     CASES[:] = [case for case in CASES if case[0][1] in args.cases]
+    AGENT_CASES[:] = [case for case in AGENT_CASES if case[0][1] in args.cases]
     if args.clients:
         wanted = [part.strip().lower() for part in args.clients.split(",") if part.strip()]
         for name in list(CLIENTS)[1:]:
@@ -319,12 +459,16 @@ def main() -> int:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
         configure(url, require_clearance=False)
-        results = asyncio.run(run(url, args.repeat))
+        results = asyncio.run(run(url, args.repeat)) if CASES else {}
+        agent_results = asyncio.run(run(url, args.repeat, AGENT_CASES, AGENT_CLIENTS)) if AGENT_CASES else {}
     finally:
         server.terminate()
         server.wait(10)
         shutil.rmtree(home, ignore_errors=True)  # the bench's throwaway cache and key
-    print_table(results)
+    if CASES:
+        print_table(results)
+    if AGENT_CASES:
+        print_agent_table(agent_results)
     return 0
 
 
