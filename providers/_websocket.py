@@ -73,6 +73,10 @@ class WebSocketConnector:
             return len(line)
 
         timeout = max(0.001, timeout)
+        options: dict[CurlOpt, Any] = {CurlOpt.HEADERFUNCTION: on_header}
+        if proxy:
+            # A session harvested through a proxy is replayed through it, whatever $no_proxy says.
+            options[CurlOpt.NOPROXY] = ""
         try:
             async with asyncio.timeout(timeout + 1.0):  # curl's own timeout fires first; this is the backstop
                 ws = await session.ws_connect(
@@ -80,13 +84,13 @@ class WebSocketConnector:
                     headers=list(headers),
                     impersonate=impersonate,  # type: ignore[arg-type]
                     default_headers=False,
-                    accept_encoding=None,
+                    accept_encoding="gzip, deflate, br, zstd",  # what Chrome sends on the upgrade
                     proxy=proxy,
                     timeout=timeout,
                     autoclose=False,
                     recv_queue_size=_RECV_QUEUE,
                     max_message_size=_MAX_MESSAGE,
-                    curl_options={CurlOpt.HEADERFUNCTION: on_header},
+                    curl_options=options,
                 )
         except TimeoutError:
             raise ProviderTimeout(

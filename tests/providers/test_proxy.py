@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from cache import AuthCache
-from providers import Cerebras, FinishReason, FreeNetfly, ProviderError
+from providers import Cerebras, Cloudflare, FinishReason, FreeNetfly, ProviderError
 from providers._session import identity_for
 from providers._transport import Request
 from tests.emulator._proxy import PASSWORD, ProxyThread
@@ -85,3 +85,15 @@ def test_reprs_mask_the_proxy_password() -> None:
     record = make_record("freenetfly", proxy=url)
     for obj in (record, identity_for(record), Request("GET", "http://127.0.0.1/", proxy=url)):
         assert PASSWORD not in repr(obj)
+
+
+async def test_agent_socket_goes_through_the_records_authenticating_proxy(
+    emulator: EmulatorThread, auth_proxy: ProxyThread, cache: AuthCache
+) -> None:
+    """Cloudflare's WebSocket upgrade passes the record's authenticating proxy too, whatever $no_proxy says."""
+    cache.put(make_record("cloudflare", emulator.url, proxy=auth_proxy.auth_url))
+    items = await collect(Cloudflare.create_async_generator("", MESSAGES, base_url=emulator.url, protocol="agent"))
+    assert "".join(i for i in items if isinstance(i, str)).startswith("Hello from the cloudflare emulator")
+    stats = auth_proxy.stats
+    assert stats["authenticated"] >= 1 and stats["refused"] == 0
+    assert emulator.stats["api_requests"]["/agents/playground"] == 1
