@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from cache import AuthCache
-from providers import Cloudflare, FinishReason, MissingAuthError, ProviderTimeout, StreamError, Usage
+from providers import (
+    Client,
+    Cloudflare,
+    FinishReason,
+    FreeNetfly,
+    MissingAuthError,
+    ProviderTimeout,
+    StreamError,
+    Usage,
+)
 from providers._cloudflare import resolve_protocol
 from tests.emulator._server import EmulatorThread
 
@@ -178,3 +187,21 @@ async def wait_for_sockets_closed(emu: EmulatorThread) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the server still has an open agent socket")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_client_of_its_own_speaks_both(emu: EmulatorThread, cache: AuthCache, protocol: Any) -> None:
+    """`Client("cloudflare").chat(protocol=...)` streams over either protocol, and `aclose` closes its sockets."""
+    async with Client("cloudflare", cache=cache, base_url=emu.url) as client:
+        assert text(await collect(client.chat(MESSAGES, protocol=protocol))) == REPLY
+        assert text(await collect(client.chat(MESSAGES, "llama-3.3-70b", protocol=protocol))) == REPLY
+    assert emu.stats["api_requests"] == {ROUTE[protocol]: 2}
+    with pytest.raises(RuntimeError):
+        client.websockets()
+
+
+async def test_protocol_is_only_for_cloudflare(emu: EmulatorThread) -> None:
+    """Asking another provider for a protocol is a ValueError, before any request."""
+    with pytest.raises(ValueError, match="one protocol"):
+        await collect(FreeNetfly.create_async_generator("gpt-4", MESSAGES, base_url=emu.url, protocol="agent"))
+    assert emu.stats["api_requests_total"] == 0
