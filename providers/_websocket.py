@@ -13,7 +13,7 @@ read the status and the headers of that answer ourselves and raise the typed err
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from curl_cffi import CurlError, CurlInfo, CurlOpt, CurlWsFlag
@@ -31,13 +31,22 @@ _CLOSE = int(CurlWsFlag.CLOSE)
 # Messages curl_cffi may hold before its reader waits for us: a burst of small deltas fits.
 _RECV_QUEUE = 1024
 _MAX_MESSAGE = 4 * 1024 * 1024
+# Sockets one connector keeps open at once (a chat holds one for its reply).
+_MAX_SOCKETS = 256
 
 
 class WebSocketConnector:
-    """Opens WebSockets; owns the curl_cffi session they share. ``aclose()`` closes it and every socket."""
+    """Opens WebSockets; owns the curl_cffi session they share. ``aclose()`` closes it and every socket.
 
-    def __init__(self) -> None:
+    At most ``max_sockets`` are open at once (each holds a curl handle of the session, which refuses more than
+    it has); a connect beyond that waits for a socket to close, within its own timeout.
+    """
+
+    def __init__(self, max_sockets: int = _MAX_SOCKETS) -> None:
         self._session: AsyncSession[Any] | None = None
+        self._max_sockets = max_sockets
+        # One slot per open socket (or upgrade under way), released when the socket closes.
+        self._slots = asyncio.Semaphore(max_sockets)
         self._closed = False
 
     def _session_for(self) -> AsyncSession[Any]:
@@ -46,7 +55,7 @@ class WebSocketConnector:
         if self._session is None:
             # discard_cookies: the session's jar must not carry one record's cookies into another socket;
             # every socket sends exactly the Cookie line it is given.
-            self._session = AsyncSession(discard_cookies=True, max_clients=128)
+            self._session = AsyncSession(discard_cookies=True, max_clients=self._max_sockets)
         return self._session
 
     async def connect(
@@ -66,13 +75,38 @@ class WebSocketConnector:
             ConnectError, ProviderTimeout, TransportError: the connection failed or took longer than ``timeout``.
         """
         session = self._session_for()
+        timeout = max(0.001, timeout)
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"{url}: all {self._max_sockets} sockets stayed busy for {timeout:g} s", url=url, provider=provider
+            ) from None
+        try:
+            left = timeout - (asyncio.get_running_loop().time() - started)
+            return await self._connect(session, url, headers, max(0.001, left), impersonate, proxy, provider)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _connect(
+        self,
+        session: AsyncSession[Any],
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        timeout: float,
+        impersonate: str | None,
+        proxy: str | None,
+        provider: str | None,
+    ) -> WebSocket:
         lines: list[bytes] = []
 
         def on_header(line: bytes) -> int:
             lines.append(bytes(line))
             return len(line)
 
-        timeout = max(0.001, timeout)
         options: dict[CurlOpt, Any] = {CurlOpt.HEADERFUNCTION: on_header}
         if proxy:
             # A session harvested through a proxy is replayed through it, whatever $no_proxy says.
@@ -110,7 +144,8 @@ class WebSocketConnector:
             ws.terminate()
             _, head = _last_head(lines)
             raise error_for_status(int(status), dict(head), b"", provider=provider or "?", url=url)  # type: ignore[arg-type]
-        return WebSocket(ws, url, provider, [value for name, value in _last_head(lines)[1] if name == "set-cookie"])
+        set_cookies = [value for name, value in _last_head(lines)[1] if name == "set-cookie"]
+        return WebSocket(ws, url, provider, set_cookies, self._slots.release)
 
     async def aclose(self) -> None:
         """Close the session (and with it any socket still open). Closing twice is fine."""
@@ -138,10 +173,18 @@ def _last_head(lines: list[bytes]) -> tuple[int, list[tuple[str, str]]]:
 class WebSocket:
     """One open socket: ``send`` text messages, ``receive`` whole messages, ``aclose`` (twice is fine)."""
 
-    __slots__ = ("_ws", "provider", "set_cookies", "url")
+    __slots__ = ("_release", "_ws", "provider", "set_cookies", "url")
 
-    def __init__(self, ws: AsyncWebSocket, url: str, provider: str | None, set_cookies: list[str]) -> None:
+    def __init__(
+        self,
+        ws: AsyncWebSocket,
+        url: str,
+        provider: str | None,
+        set_cookies: list[str],
+        release: Callable[[], None] | None = None,
+    ) -> None:
         self._ws = ws
+        self._release = release  # gives the connector's slot back, once
         self.url = url
         self.provider = provider
         #: ``Set-Cookie`` values of the upgrade answer (Cloudflare refreshes ``__cf_bm`` there).
@@ -178,10 +221,15 @@ class WebSocket:
     async def aclose(self) -> None:
         """Send a close frame and wait briefly for the peer's; the connection is dropped in any case."""
         ws = self._ws
-        if ws.closed:
-            ws.terminate()
-            return
+        release, self._release = self._release, None
         try:
-            await ws.close(1000, timeout=_CLOSE_TIMEOUT)
-        except CurlError:
-            ws.terminate()
+            if ws.closed:
+                ws.terminate()
+                return
+            try:
+                await ws.close(1000, timeout=_CLOSE_TIMEOUT)
+            except CurlError:
+                ws.terminate()
+        finally:
+            if release is not None:
+                release()

@@ -159,3 +159,28 @@ async def test_closed_connector_is_misuse() -> None:
     await connector.aclose()
     with pytest.raises(RuntimeError):
         await connector.connect("ws://127.0.0.1:1/", [], timeout=1)
+
+
+async def test_sockets_beyond_the_limit_wait_for_a_free_slot(emulator: EmulatorThread) -> None:
+    """With every slot held, a connect waits within its timeout (ProviderTimeout), and proceeds once one closes."""
+    connector = WebSocketConnector(max_sockets=1)
+    try:
+        first = await open_socket(connector, emulator)
+        url = socket_url(emulator.url, "playground-two", MODEL, "pk")
+        lines = headers(emulator.url, clearance(emulator.url))
+        with pytest.raises(ProviderTimeout, match="busy"):
+            await connector.connect(url, lines, timeout=0.3, impersonate="chrome")
+        waiting = asyncio.ensure_future(connector.connect(url, lines, timeout=5, impersonate="chrome"))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        await first.aclose()
+        second = await waiting
+        await second.aclose()
+        # A refused upgrade gives its slot back too.
+        emulator.configure(fail_next=1, fail_status=503)
+        with pytest.raises(ResponseStatusError):
+            await connector.connect(url, lines, timeout=5, impersonate="chrome")
+        third = await connector.connect(url, lines, timeout=1, impersonate="chrome")
+        await third.aclose()
+    finally:
+        await connector.aclose()
