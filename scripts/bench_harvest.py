@@ -169,9 +169,10 @@ async def plain_playwright_run(url: str, major: int) -> Timing:
 
 async def measure(runs: int, fn: Callable[[], Awaitable[Timing]], name: str) -> list[Timing]:
     """Run ``fn`` ``runs`` times after one warm-up (disk cache, a warm browser), one after another."""
+    before = {variant: len(log) for variant, log in PHASE_LOG.items()}
     await fn()
-    for log in PHASE_LOG.values():
-        log.clear()  # the warm-up's phases do not count
+    for variant, log in PHASE_LOG.items():
+        del log[before.get(variant, 0) :]  # the warm-up's phases do not count
     timings = [await fn() for _ in range(runs)]
     print(f"  measured {name}", file=sys.stderr, flush=True)
     return timings
@@ -244,7 +245,7 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
 
     plain = total("plain nodriver script")
     print(f"harvest benchmark, think_ms={args.think_ms:g}, {args.runs} runs each (medians, seconds)")
-    print(f"{'measure':<44}{'nodriver':>10}{'playwright':>12}{'goal':>8}")
+    print(f"{'measure':<44}{'nodriver':>10}{'playwright':>12}{'goal':>10}")
     all_ratio = [total(f"cli --all {b}") / total(f"cli cerebras {b}") for b in BACKENDS]
     rows = [
         ("1. `harvest --all` / `--provider cerebras` (x)", all_ratio, "1.3x"),
@@ -255,7 +256,7 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
         ("4. `harvest --provider cerebras`, CLI wall", [total(f"cli cerebras {b}") for b in BACKENDS], "1.0"),
     ]
     for label, (nd, pw), goal in rows:
-        print(f"{label:<44}{nd:>10.3f}{pw:>12.3f}{goal:>8}")
+        print(f"{label:<44}{nd:>10.3f}{pw:>12.3f}{goal:>10}")
     print()
     print(f"{'baseline (cold, same emulator)':<34}{'ready':>8}{'total':>8}{'harvester nd / it':>19}")
     for name in ("plain nodriver script", "plain zendriver script", "plain playwright script"):
