@@ -48,6 +48,8 @@ class NodriverPage(PageSignals):
         pages[session_id] = self
         self._closed = False
         self._detached = False
+        # Resolved when our session ends without our closing the page (the tab was closed).
+        self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Requests whose proxy challenge we answered: a second challenge means the credentials were wrong.
         self._challenged: set[str] = set()
         # Strong references to the answers sent from event handlers, so none is collected mid-flight.
@@ -58,8 +60,18 @@ class NodriverPage(PageSignals):
             raise self._refused
         if self._detached:
             raise BrowserError(TAB_CLOSED)
+        sending = asyncio.ensure_future(self._browser.send(_cmd(method, **params), sessionId=self._session_id))
         try:
-            result: dict[str, Any] = await self._browser.send(_cmd(method, **params), sessionId=self._session_id)
+            # A command in flight when the tab closes may never be answered: stop waiting once it is gone.
+            await asyncio.wait((sending, self._gone), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            sending.cancel()
+            raise
+        if not sending.done():
+            sending.cancel()
+            raise BrowserError(TAB_CLOSED)
+        try:
+            result: dict[str, Any] = sending.result()
         except Exception as exc:
             if self._detached:
                 raise BrowserError(TAB_CLOSED) from exc
@@ -109,6 +121,8 @@ class NodriverPage(PageSignals):
     def _on_detached(self) -> None:
         # Our session ended without our closing the page: the tab (or its window) was closed.
         self._detached = True
+        if not self._gone.done():
+            self._gone.set_result(None)
         self._changed.set()
 
     async def goto(self, url: str) -> None:
