@@ -3,9 +3,10 @@
 The caps answer at once (503 with ``Retry-After``) rather than queue: a client that waits in a queue it cannot
 see times out anyway, and the queue grows without bound under load.
 
-aiohttp has an idle (keep-alive) timeout but no header-read timeout, so a connection that opens and never
-finishes its request line would be held for the whole idle timeout; ``_HeaderDeadlineHandler`` closes it after
-``header_timeout``. It subclasses aiohttp's ``RequestHandler`` and is installed through ``AppRunner``'s
+aiohttp has an idle (keep-alive) timeout but no header-read timeout and no cap on open connections, so a connection
+that opens and never finishes its request line would be held for the whole idle timeout, and a crowd of them would
+hold file descriptors without bound; ``_HeaderDeadlineHandler`` closes such a connection after ``header_timeout``
+and refuses a connection past ``max_connections``. It subclasses aiohttp's ``RequestHandler`` and is installed through ``AppRunner``'s
 ``_make_server``: the only uses of aiohttp internals, kept in this module.
 """
 
@@ -26,6 +27,7 @@ class Limits:
     Attributes:
         max_body: bytes a request body may have (413 past it).
         header_timeout: seconds a new connection gets to send its first request's headers.
+        max_connections: connections open at once; one past it is closed as soon as it is accepted.
         idle_timeout: seconds a keep-alive connection may sit idle (and a request body may stall).
         max_requests: requests handled at once (503 past it).
         max_browser_runs: browser runs at once, each for another record (503 past it; joining a run is free).
@@ -35,6 +37,7 @@ class Limits:
 
     max_body: int = 1024 * 1024
     header_timeout: float = 10.0
+    max_connections: int = 1024
     idle_timeout: float = 75.0
     max_requests: int = 512
     max_browser_runs: int = 2
@@ -73,15 +76,20 @@ class Gate:
 class _HeaderDeadlineHandler(RequestHandler):
     """aiohttp's connection handler, plus a deadline for the first request's headers."""
 
-    __slots__ = ("_header_timeout", "_header_timer")
+    __slots__ = ("_header_timeout", "_header_timer", "_max_connections")
 
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
+        self._max_connections = max_connections
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        manager = self._manager
+        if manager is not None and len(manager.connections) > self._max_connections:
+            self.force_close()  # over the cap: close at once rather than hold another descriptor
+            return
         self._header_timer = asyncio.get_running_loop().call_later(self._header_timeout, self._header_deadline)
 
     def data_received(self, data: bytes) -> None:
@@ -104,9 +112,16 @@ class _HeaderDeadlineHandler(RequestHandler):
 
 class _Server(web.Server):
     header_timeout = 10.0
+    max_connections = 1024
 
     def __call__(self) -> RequestHandler:
-        return _HeaderDeadlineHandler(self, loop=self._loop, header_timeout=self.header_timeout, **self._kwargs)
+        return _HeaderDeadlineHandler(
+            self,
+            loop=self._loop,
+            header_timeout=self.header_timeout,
+            max_connections=self.max_connections,
+            **self._kwargs,
+        )
 
 
 class LimitedRunner(web.AppRunner):
@@ -115,10 +130,12 @@ class LimitedRunner(web.AppRunner):
     def __init__(self, app: web.Application, limits: Limits, **kwargs: Any) -> None:
         super().__init__(app, keepalive_timeout=limits.idle_timeout, **kwargs)
         self._header_timeout = limits.header_timeout
+        self._max_connections = limits.max_connections
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # Same object, our connection handler: aiohttp builds the Server inside Application._make_handler.
         server.__class__ = _Server
         server.header_timeout = self._header_timeout  # type: ignore[attr-defined]
+        server.max_connections = self._max_connections  # type: ignore[attr-defined]
         return server

@@ -172,3 +172,24 @@ def test_no_secret_in_any_log_line(
     assert "serve.v1.ignored" in text  # unknown fields are logged, by name
     for secret in (TOKEN, record.cookies[0].value, "sekrit"):
         assert secret not in text
+
+
+def test_connections_past_the_cap_are_closed_at_once(serve_factory: Callable[..., Server]) -> None:
+    """With `max_connections` open, one more connection is closed at once while the open ones keep working."""
+    server = serve_factory(header_timeout=30, idle_timeout=30, max_connections=3)
+    host, port = server.url.removeprefix("http://").split(":")
+    held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(3)]
+    try:
+        # The server has accepted the three once each of them got an answer.
+        for sock in held:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b'{"status":"ok"}' in sock.recv(4096)
+        with socket.create_connection((host, int(port)), timeout=10) as extra:
+            started = time.monotonic()
+            assert extra.recv(1024) == b""  # refused: closed before it could send anything
+            assert time.monotonic() - started < 5
+        held[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b'{"status":"ok"}' in held[0].recv(4096)
+    finally:
+        for sock in held:
+            sock.close()
