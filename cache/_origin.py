@@ -21,7 +21,7 @@ def normalize_origin(value: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{value!r} is not an http(s) origin")
-    return urlunsplit((parts.scheme, parts.netloc, "", "", "")).rstrip("/")
+    return urlunsplit((parts.scheme.lower(), parts.netloc, "", "", "")).rstrip("/")
 
 
 def base_url_variable(provider: str) -> str:

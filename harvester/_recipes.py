@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from cache import normalize_name
+from cache import _origin, normalize_name
 
 from ._exceptions import InvalidURLError, UnknownProviderError
 
@@ -150,8 +150,8 @@ def normalize_origin(value: str, *, what: str = "base URL") -> str:
     Raises:
         InvalidURLError (a ValueError): not an http(s) origin.
     """
-    parts = check_url(value, what=what)
-    return urlunsplit((parts.scheme.lower(), parts.netloc, "", "", "")).rstrip("/")
+    check_url(value, what=what)  # the harvester's stricter rules (port, credentials), with its typed error
+    return _origin.normalize_origin(value)
 
 
 def browser_origin(origin: str) -> str:
@@ -179,8 +179,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 def env_base_url(provider: str, environ: Mapping[str, str] | None = None) -> str | None:
     """``$HARVEST_<PROVIDER>_BASE_URL`` for ``provider`` (``-`` and ``.`` become ``_``), if set."""
     env = os.environ if environ is None else environ
-    key = "HARVEST_" + "".join(c if c.isalnum() else "_" for c in provider.upper()) + "_BASE_URL"
-    return env.get(key) or None
+    return env.get(_origin.base_url_variable(provider)) or None
 
 
 def resolve_recipe(
