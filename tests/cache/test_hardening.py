@@ -165,20 +165,37 @@ def _one_line_exit_3(result: subprocess.CompletedProcess[str], path: Path | str)
     assert str(path) in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def _in_read_only(directory: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``harvest ARGS`` where ``directory`` cannot be written: mode 0500, and as root (whom modes do not stop)
+    a read-only bind mount of it in a mount namespace of the command's own."""
+    if os.geteuid() != 0:
+        return harvest(*args, stdin=stdin)
+    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, str(directory), HARVEST, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_read_only_cache_dir_is_exit_3_naming_the_path() -> None:
     """A read-only cache directory: put, delete, reset and rotate-key exit 3 with one line naming the path."""
     AuthCache.open().put(make_record())
     directory = cache_path().parent
+    before = cache_path().read_bytes()
     directory.chmod(0o500)
     try:
-        _one_line_exit_3(harvest("cache", "put", "-", stdin=json.dumps(make_record().to_json())), directory)
-        _one_line_exit_3(harvest("cache", "delete", "cerebras"), directory)
-        _one_line_exit_3(harvest("cache", "reset"), directory)
-        _one_line_exit_3(harvest("cache", "rotate-key"), directory)
-        assert harvest("cache", "list").returncode == 0  # reads need no write access
+        put = _in_read_only(directory, "cache", "put", "-", stdin=json.dumps(make_record().to_json()))
+        _one_line_exit_3(put, directory)
+        _one_line_exit_3(_in_read_only(directory, "cache", "delete", "cerebras"), directory)
+        _one_line_exit_3(_in_read_only(directory, "cache", "reset"), directory)
+        _one_line_exit_3(_in_read_only(directory, "cache", "rotate-key"), directory)
+        assert _in_read_only(directory, "cache", "list").returncode == 0  # reads need no write access
     finally:
         directory.chmod(0o700)
+    assert cache_path().read_bytes() == before  # nothing lost or half-written
 
 
 @pytest.mark.parametrize("verb", [("put", "-"), ("delete", "cerebras"), ("reset",), ("list",), ("get", "cerebras")])
