@@ -18,8 +18,6 @@ from cache import AuthCache
 
 from ._proc import HARVEST, ROOT, run_daemon, write_config
 
-pytestmark = pytest.mark.skipif(not Path("/usr/lib/chromium/chromium").exists(), reason="needs Chromium")
-
 # Short clocks for tests: refresh 3 s before expiry, retry after 0.5 s, 1, 2, 2, ...
 FAST = {
     "HARVEST_DAEMON_MIN_MARGIN": "3",

@@ -575,7 +575,6 @@ CHROMIUM = "/usr/lib/chromium/chromium"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium")
 @pytest.mark.parametrize(("user_agent", "title"), [(UA, "Playground"), (None, "Just a moment...")])
 def test_real_headless_chromium(emulator: EmulatorThread, tmp_path: Any, user_agent: str | None, title: str) -> None:
     """Headless Chromium with a normal UA clears the challenge; with its default HeadlessChrome UA it is refused."""

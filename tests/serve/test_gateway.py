@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 
@@ -114,7 +113,6 @@ def test_an_error_after_the_first_byte_is_an_sse_error_event(gateway: Server, em
             pass
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_streams(gateway: Server) -> None:
     """`curl -N` gets the SSE stream, ending with `data: [DONE]`."""
     body = json.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": True})
