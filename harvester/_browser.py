@@ -429,7 +429,12 @@ class BrowserProcess:
             await _reap_group(proc.pid, deadline=time.monotonic() + grace)
             # Found again now, not only remembered: an interrupt during launch comes before they are recorded.
             helpers = self._helpers | _helper_children(self.profile_dir)
-            await _reap_pids(helpers, deadline=time.monotonic() + grace)
+            deadline = time.monotonic() + grace
+            await _reap_pids(helpers, deadline=deadline)
+            # A handler forked just before the kill joins us (its subreaper) a moment later: look again until a
+            # look finds none, within the same deadline.
+            while (late := _helper_children(self.profile_dir)) and time.monotonic() < deadline:
+                await _reap_pids(late, deadline=deadline)
             self._helpers = set()
             if self._drain is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -497,12 +502,15 @@ def _helper_children(profile_dir: str | None) -> set[int]:
         comm_end = stat.rfind(")")
         comm = stat[stat.find("(") + 1 : comm_end]
         fields = stat[comm_end + 2 :].split()
-        if not comm.startswith("chrome_crashpad") or len(fields) < 2 or fields[1] != me:
+        if len(fields) < 2 or fields[1] != me:
             continue
-        if fields[0] == "Z":
+        crashpad = comm.startswith("chrome_crashpad")
+        if crashpad and fields[0] == "Z":
             found.add(int(entry.name))
             continue
-        if mark is None:
+        # Not only by name: a handler caught between its fork (own session already) and its exec is still
+        # called "chromium"; its environment already carries this profile's TMPDIR.
+        if mark is None or fields[0] == "Z":
             continue
         try:
             with open(f"/proc/{entry.name}/environ", "rb") as handle:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 import uuid
@@ -321,9 +322,9 @@ class Gateway:
                 item = await anext(iterator, None)
             tail = b',"finish_reason":' + orjson.dumps(finish) + b'}],"usage":' + orjson.dumps(_usage(usage)) + b"}\n\n"
             add(head + b"{}" + tail + _DONE)
+        except ConnectionError:
+            logger.debug("serve.stream.client_left")  # the client went away: nobody to tell, nothing to log loudly
         except Exception as exc:
-            if isinstance(exc, ConnectionError):
-                raise  # the client went away: nobody to tell
             if not _is_provider_error(exc):
                 logger.exception("serve.stream.internal_error")
                 exc = GatewayError(500, "internal error in harvest serve (please report this)", "internal_error")
@@ -333,7 +334,8 @@ class Gateway:
             closing = getattr(items, "aclose", None)
             if closing is not None:
                 await closing()  # the provider's response is closed now, not when the generator is collected
-            await out.close()
+            with contextlib.suppress(ConnectionError):  # a client that left mid-stream is not a server error
+                await out.close()
         return response
 
     # -- POST /v1/images/generations ---------------------------------------------------------------------------
