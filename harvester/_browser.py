@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._exceptions import BrowserError
-from ._reaper import REAPER
+from ._reaper import REAPER, our_children
 
 PROFILE_PREFIX = "harvest-profile-"
 OWNER_FILE = "harvest-owner"  # in each profile: "<pid> <start time>" of the process that made it
@@ -488,37 +488,23 @@ def _helper_children(profile_dir: str | None) -> set[int]:
     """
     if not sys.platform.startswith("linux"):
         return set()
-    me = str(os.getpid())
     mark = f"TMPDIR={profile_dir}".encode() if profile_dir else None
     found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                stat = handle.read().decode("utf-8", "replace")
-        except OSError:
-            continue
-        comm_end = stat.rfind(")")
-        comm = stat[stat.find("(") + 1 : comm_end]
-        fields = stat[comm_end + 2 :].split()
-        if len(fields) < 2 or fields[1] != me:
-            continue
-        crashpad = comm.startswith("chrome_crashpad")
-        if crashpad and fields[0] == "Z":
-            found.add(int(entry.name))
+    for pid, state, _group, comm in our_children():
+        if comm.startswith("chrome_crashpad") and state == "Z":
+            found.add(pid)
             continue
         # Not only by name: a handler caught between its fork (own session already) and its exec is still
         # called "chromium"; its environment already carries this profile's TMPDIR.
-        if mark is None or fields[0] == "Z":
+        if mark is None or state == "Z":
             continue
         try:
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
                 environ = handle.read().split(b"\0")
         except OSError:
             continue
         if mark in environ:
-            found.add(int(entry.name))
+            found.add(pid)
     return found
 
 

@@ -89,8 +89,8 @@ class _Reaper:
                     return
 
 
-def exited_children() -> list[tuple[int, int, str]]:
-    """Our children that have exited (zombies): ``(pid, process group, command name)`` each."""
+def our_children() -> list[tuple[int, str, int, str]]:
+    """Our child processes, read from ``/proc``: ``(pid, state, process group, command name)`` each."""
     me = str(os.getpid())
     found = []
     for entry in os.scandir("/proc"):
@@ -103,9 +103,14 @@ def exited_children() -> list[tuple[int, int, str]]:
             continue
         comm_end = stat.rfind(")")
         fields = stat[comm_end + 2 :].split()
-        if len(fields) > 2 and fields[0] == "Z" and fields[1] == me:
-            found.append((int(entry.name), int(fields[2]), stat[stat.find("(") + 1 : comm_end]))
+        if len(fields) > 2 and fields[1] == me:
+            found.append((int(entry.name), fields[0], int(fields[2]), stat[stat.find("(") + 1 : comm_end]))
     return found
+
+
+def exited_children() -> list[tuple[int, int, str]]:
+    """Our children that have exited (zombies): ``(pid, process group, command name)`` each."""
+    return [(pid, group, comm) for pid, state, group, comm in our_children() if state == "Z"]
 
 
 #: The process-wide reaper (see the module docstring for why this one is global).
