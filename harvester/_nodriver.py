@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-from collections.abc import Generator
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+from collections.abc import Generator, Sequence
+from types import ModuleType
 from typing import Any
 
 from cache import Cookie
@@ -184,12 +190,12 @@ class NodriverDriver:
         self._pages: dict[str, NodriverPage] = {}
 
     async def prepare(self) -> None:
-        # Importing nodriver (and its generated CDP modules) is its whole start-up cost, ~0.5 s: do it in a
-        # thread so it overlaps Chromium's launch instead of blocking the event loop.
-        await asyncio.to_thread(importlib.import_module, "nodriver")
+        # Importing nodriver is its whole start-up cost: do it in a thread so it overlaps Chromium's launch
+        # instead of blocking the event loop (and lazily, see import_nodriver).
+        await asyncio.to_thread(import_nodriver)
 
     async def connect(self, process: BrowserProcess) -> None:
-        import nodriver
+        nodriver = import_nodriver()
 
         # Passing the profile and executable stops Config from making its own /tmp/uc_* profile and from
         # searching for a browser; `Browser.create(config)` with host/port would attach too, but it sleeps
@@ -207,14 +213,18 @@ class NodriverDriver:
 
         async def process_event(message: dict[str, Any], tx_id: int | None = None) -> None:
             page = self._pages.get(message.get("sessionId") or "")
+            method = str(message.get("method", ""))
             if page is not None:
-                page._on_event(str(message.get("method", "")), message.get("params") or {})
+                page._on_event(method, message.get("params") or {})
                 return
-            if message.get("method") == "Target.detachedFromTarget":
+            if method == "Target.detachedFromTarget":
                 detached = self._pages.get((message.get("params") or {}).get("sessionId") or "")
                 if detached is not None:
                     detached._on_detached()
-            await forward(message, tx_id)
+            if method.startswith("Target."):
+                # nodriver only listens to the browser's Target events; any other event's module may not be
+                # loaded (import_nodriver), and nodriver would log a KeyError for it.
+                await forward(message, tx_id)
 
         browser.process_event = process_event
         self._browser = browser
@@ -241,19 +251,28 @@ class NodriverDriver:
             ]
             page = NodriverPage(browser, context_id, session_id, self._pages, settings)
             # Set before the first navigation, so the very first request already carries the real identity.
-            await page._send("Network.enable")
-            await page._send("Network.setUserAgentOverride", **identity.cdp_override())
+            # The first command to a new tab waits for its renderer to start; the others need not wait for
+            # one another, so they go out together (a round trip, not four).
+            setup = [
+                page._send("Network.enable"),
+                page._send("Network.setUserAgentOverride", **identity.cdp_override()),
+                # Lifecycle events let the harvester look at the page as soon as it changes instead of polling.
+                page._send("Page.enable"),
+            ]
             if settings is not None and settings.has_credentials:
                 # Answer the proxy's 407 with the URL's credentials (Fetch.authRequired). Only with credentials:
                 # Fetch pauses every request of the page until we let it go on, a round trip each. Once one
                 # request has authenticated, Chromium sends the credentials unasked for the rest of the context
                 # (its proxy auth cache is per browser context), so frames in other processes (cross-site
                 # iframes: other targets, not seen here) are covered too.
-                await page._send(
-                    "Fetch.enable", handleAuthRequests=True, patterns=[{"urlPattern": "*", "requestStage": "Request"}]
+                setup.append(
+                    page._send(
+                        "Fetch.enable",
+                        handleAuthRequests=True,
+                        patterns=[{"urlPattern": "*", "requestStage": "Request"}],
+                    )
                 )
-            # Lifecycle events let the harvester look at the page as soon as it changes instead of polling.
-            await page._send("Page.enable")
+            await asyncio.gather(*setup)
         except BaseException:
             self._pages.pop(session_id, None)
             with contextlib.suppress(Exception):
@@ -267,6 +286,41 @@ class NodriverDriver:
         if browser is not None:
             with contextlib.suppress(Exception):
                 await browser.aclose()
+
+
+# Loading lazily cannot break a nodriver version that touches more of ``cdp`` while importing (that module
+# then loads at once): only the events of unloaded modules would be unknown to nodriver's parser, and the
+# driver forwards it none but Target events (nodriver 0.50 touches cdp.target, cdp.dom and cdp.util).
+# Protects installing the lazy finder: two drivers may prepare at once (two harvesters in one process).
+_IMPORT_LOCK = threading.Lock()
+
+
+class _LazyCdpFinder(importlib.abc.MetaPathFinder):
+    """Loads ``nodriver.cdp.*`` (about 60 generated modules, two thirds of nodriver's import time) on first
+    use rather than at import: the harvester sends raw CDP and needs only a few of them."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith("nodriver.cdp."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+def import_nodriver() -> ModuleType:
+    """Import nodriver with its generated CDP modules loaded lazily (each on its first attribute access)."""
+    with _IMPORT_LOCK:
+        if "nodriver" in sys.modules:
+            return sys.modules["nodriver"]
+        finder = _LazyCdpFinder()
+        sys.meta_path.insert(0, finder)
+        try:
+            return importlib.import_module("nodriver")
+        finally:
+            sys.meta_path.remove(finder)
 
 
 def create() -> NodriverDriver:

@@ -129,3 +129,17 @@ def test_headful_waits_longer_unless_told() -> None:
     assert Harvester().timeout == 30.0
     assert Harvester(headful=True).timeout == 300.0
     assert Harvester(headful=True, timeout=10.0).timeout == 10.0
+
+
+def test_nodriver_loads_its_cdp_modules_on_first_use() -> None:
+    """The nodriver driver imports nodriver without running its ~60 generated CDP modules until one is used."""
+    code = (
+        "import sys\n"
+        "from harvester._nodriver import import_nodriver\n"
+        "nodriver = import_nodriver()\n"
+        "lazy = type(sys.modules['nodriver.cdp.network']).__name__\n"
+        "cookie = nodriver.cdp.network.Cookie\n"  # the first attribute access loads the module
+        "print(lazy, type(sys.modules['nodriver.cdp.network']).__name__, cookie.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["_LazyModule", "module", "Cookie"]
