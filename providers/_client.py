@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,7 +39,7 @@ from ._types import Chunk, ImageResponse, Messages, image_prompt
 if TYPE_CHECKING:
     from cache import AuthCache, SessionRecord
 
-    from ._base import Provider
+    from ._base import Decoder, Provider
     from ._refresh import Refresher
     from ._transport import AsyncTransport, Request, Response
     from ._websocket import WebSocketConnector
@@ -294,21 +294,15 @@ class Client:
             ModelNotFoundError, MissingAuthError, ResponseStatusError, StreamError, TransportError.
             RuntimeError: the client is closed.
         """
-        provider = self.provider
-        model = self.resolve_model(model)
-        if self.is_image_model(model):
-            yield await self.image(image_prompt(messages), model, timeout=timeout, api_key=api_key)
-            return
-        call = self._new_call(timeout=timeout, api_key=api_key, cookies=cookies)
-        own = provider._own_chat(call, model, messages, stream=stream, temperature=temperature, protocol=protocol)
-        if own is not None:
-            # A provider with its own wire protocol (Cloudflare's agent socket) streams its items itself.
-            async for item in own:
+        started = await self._start_chat(
+            messages, model, stream, timeout, max_tokens, temperature, api_key, cookies, extra_body, protocol
+        )
+        if not isinstance(started, tuple):
+            # An image model's answer, or a provider with its own wire protocol (Cloudflare's agent socket).
+            async for item in started:
                 yield item
             return
-        body = provider._chat_body(model, messages, stream, max_tokens, temperature, extra_body)
-        response = await self._send(call, lambda c: provider._chat_request(c, body))
-        decoder = provider._decoder(stream, response.header("content-type") or "")
+        call, response, decoder = started
         try:
             # The hot path: one network chunk in, a list of items out, each yielded straight to the caller.
             feed, receive = decoder.feed, response.receive
@@ -320,6 +314,73 @@ class Client:
         finally:
             await response.aclose()
             self._remember_cookies(call, response)
+
+    async def chat_batches(
+        self,
+        messages: Messages,
+        model: str | None = None,
+        *,
+        stream: bool = True,
+        timeout: float = 120,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        api_key: str | None = None,
+        cookies: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        protocol: str | None = None,
+    ) -> AsyncIterator[Sequence[Chunk]]:
+        """``chat``, but the items of one network read come together, as one non-empty sequence.
+
+        For a caller that forwards the items (``harvest serve``): it can write each batch at once, and pays
+        one iteration per read instead of one per item. Same arguments and errors as ``chat``.
+        """
+        started = await self._start_chat(
+            messages, model, stream, timeout, max_tokens, temperature, api_key, cookies, extra_body, protocol
+        )
+        if not isinstance(started, tuple):
+            async for item in started:
+                yield (item,)
+            return
+        call, response, decoder = started
+        try:
+            feed, receive = decoder.feed, response.receive
+            while data := await receive():
+                items = feed(data)
+                if items:
+                    yield items
+            items = decoder.close()
+            if items:
+                yield items
+        finally:
+            await response.aclose()
+            self._remember_cookies(call, response)
+
+    async def _start_chat(
+        self,
+        messages: Messages,
+        model: str | None,
+        stream: bool,
+        timeout: float,
+        max_tokens: int | None,
+        temperature: float | None,
+        api_key: str | None,
+        cookies: Mapping[str, str] | None,
+        extra_body: Mapping[str, Any] | None,
+        protocol: str | None,
+    ) -> tuple[Call, Response, Decoder] | AsyncIterator[Chunk]:
+        """Open a chat: (the call, its open 2xx response, the decoder for it), or the items of a chat that is
+        not an HTTP stream (an image model's answer, a provider's own wire protocol)."""
+        provider = self.provider
+        model = self.resolve_model(model)
+        if self.is_image_model(model):
+            return _one(await self.image(image_prompt(messages), model, timeout=timeout, api_key=api_key))
+        call = self._new_call(timeout=timeout, api_key=api_key, cookies=cookies)
+        own = provider._own_chat(call, model, messages, stream=stream, temperature=temperature, protocol=protocol)
+        if own is not None:
+            return own
+        body = provider._chat_body(model, messages, stream, max_tokens, temperature, extra_body)
+        response = await self._send(call, lambda c: provider._chat_request(c, body))
+        return call, response, provider._decoder(stream, response.header("content-type") or "")
 
     async def image(
         self,
@@ -497,6 +558,10 @@ class Client:
         if not set_cookies or merge_set_cookies(record, set_cookies) is None:
             return
         call.remember(lambda current: _merged(current, record, set_cookies))
+
+
+async def _one(item: Chunk) -> AsyncIterator[Chunk]:
+    yield item
 
 
 class _Replayed:

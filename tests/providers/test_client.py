@@ -124,6 +124,21 @@ async def test_chat_streams_items_from_chunks(cache: AuthCache) -> None:
     assert orjson.loads(request.body or b"")["model"] == "gpt-4"
 
 
+async def test_chat_batches_groups_the_items_of_one_network_read(cache: AuthCache) -> None:
+    """chat_batches yields the items of each chunk the transport delivered together, and the same items as chat."""
+    events = sse("Hel", "lo", "!")
+    parts = [events[0] + events[1], events[2], events[3] + events[4]]
+
+    def answer(request: Request) -> MockResponse:
+        return MockResponse(200, [("Content-Type", "text/event-stream")], chunks(parts))
+
+    async with Client(FreeNetfly, cache=cache, transport=MockTransport(answer), base_url=API) as client:
+        batches = [list(batch) async for batch in client.chat_batches(MESSAGES, "gpt-4")]
+        items = await collect(client)
+    assert batches == [["Hel", "lo"], ["!"], [FinishReason("stop"), Usage(3, 3, 6)]]
+    assert [item for batch in batches for item in batch] == items
+
+
 async def test_refused_session_is_refreshed_once_and_retried(cache: AuthCache) -> None:
     """A challenge asks the refresher for a record newer than the one used, and the retry carries it."""
     stale, fresh = record("old"), record("new", age=0)

@@ -180,3 +180,35 @@ def test_a_client_that_leaves_mid_stream_leaves_the_server_well(
     status, _, text = gateway.call("GET", "/metrics")
     assert status == 200 and 'outcome="200",route="/v1/chat/completions"' in text
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_chunk_encoding_round_trips_any_text() -> None:
+    """Every delta text (quotes, backslashes, control and non-ASCII characters) reads back exactly from its event."""
+    import orjson
+
+    from harvester.serve._openai import _ChunkEncoder
+    from providers import FinishReason, Reasoning, Usage
+
+    texts = ["a", 'q"uote', "back\\slash\\", "\x00\x1f\x7f", "ünï😀", "\u2028\u2029", "\n\r\t\b\f", '","', '\\","']
+    encoder = _ChunkEncoder('odd"model\u2028')
+    data = (
+        encoder.start
+        + encoder.encode(texts)
+        + encoder.encode([Reasoning("hm"), "x", FinishReason("length"), Usage(1, 2, 3)])
+        + encoder.encode([])
+        + encoder.end()
+    )
+    events = [e.removeprefix(b"data: ") for e in data.split(b"\n\n") if e]
+    assert events[-1] == b"[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas == [
+        {"role": "assistant", "content": ""},
+        *({"content": t} for t in texts),
+        {"reasoning_content": "hm"},
+        {"content": "x"},
+        {},
+    ]
+    assert {c["model"] for c in chunks} == {'odd"model\u2028'} and len({c["id"] for c in chunks}) == 1
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
