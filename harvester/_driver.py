@@ -71,6 +71,10 @@ class Page(Protocol):
         """Every cookie of this page's browser context, with all attributes."""
         ...
 
+    def is_open(self) -> bool:
+        """False once the tab is closed or gone (closed by us, by a person, or its renderer crashed)."""
+        ...
+
     async def close(self) -> None:
         """Close the tab and dispose of its browser context (idempotent)."""
         ...

@@ -60,6 +60,8 @@ class Harvester:
             (a person needs longer than a script). A timeout given explicitly is used as given.
         headful: open a visible browser and wait for a person (a login, an interactive challenge).
         max_concurrent: harvests at once (each a tab of the one browser).
+        spare_tabs: blank tabs kept open once the browser runs, so that a harvest starts with its page load
+            rather than with opening a tab (each costs a renderer process; the daemon keeps one).
         config: the loaded config (default: :func:`load_config`), for base URLs, proxies and the browser path.
 
     ``harvest()`` returns a ``SessionRecord`` and does not touch the cache. Use as ``async with``, or call
@@ -73,16 +75,21 @@ class Harvester:
         timeout: float | None = None,
         headful: bool = False,
         max_concurrent: int = 2,
+        spare_tabs: int = 0,
         config: Config | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
+        if spare_tabs < 0:
+            raise ValueError("spare_tabs must not be negative")
         self._config = config
         self.backend = backend or (config.daemon.backend if config else None) or "nodriver"
         self.headful = headful
         self.timeout = timeout if timeout is not None else (HEADFUL_TIMEOUT if headful else DEFAULT_TIMEOUT)
         self.max_concurrent = max_concurrent
-        self._browser = SharedBrowser(self.backend, headful=headful, executable=lambda: self.config.browser.path)
+        self._browser = SharedBrowser(
+            self.backend, headful=headful, executable=lambda: self.config.browser.path, spare_tabs=spare_tabs
+        )
         self._closed = False
         self._in_flight = 0
         # Bounds concurrent harvests: each one is a tab of the shared browser.
@@ -121,15 +128,21 @@ class Harvester:
         """How many harvests are running now."""
         return self._in_flight
 
-    async def start(self, on_step: StepCallback | None = None) -> None:
+    async def start(self, on_step: StepCallback | None = None, *, tabs: int = 0) -> None:
         """Launch the browser now, rather than on the first harvest (so it starts while the caller does other
         work: opening the cache, reading the config). Harvests that begin meanwhile wait for this launch.
+
+        Args:
+            on_step: called with each progress step.
+            tabs: blank tabs to open right away for the harvests about to start (those without a proxy take
+                them); returns without waiting for them.
 
         Raises:
             BrowserError: Chromium cannot be found, started or attached to.
             RuntimeError: the harvester is closed.
         """
         await self._browser.acquire(on_step or _no_step)
+        self._browser.open_tabs(tabs)
 
     async def close_browser(self) -> None:
         """Stop the browser (the next harvest launches a new one). Harvests still running fail with BrowserError."""
@@ -174,6 +187,9 @@ class Harvester:
                 return await self._harvest(recipe, proxy, timeout or self.timeout, step)
             finally:
                 self._in_flight -= 1
+                if self._in_flight == 0 and not self._closed:
+                    # Between harvests, not during one: a renderer's start-up would slow a running page.
+                    self._browser.refill()
 
     def resolve(
         self, provider: str | None, *, url: str | None = None, name: str | None = None, base_url: str | None = None
@@ -213,7 +229,7 @@ class Harvester:
         page: Page | None = None
         try:
             step("opening a tab")
-            page = await run.within(driver.new_page(identity=identity, proxy=proxy), opening=True)
+            page = await run.within(self._browser.new_page(proxy=proxy), opening=True)
             run.started = loop.time()
             step(f"loading {recipe.start_url}")
             await run.within(page.goto(recipe.start_url))

@@ -7,11 +7,12 @@ identity it presents. Harvests only ask it for the three; they never launch or c
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Awaitable, Callable
 
 from ._browser import BrowserProcess, find_browser
-from ._driver import Driver, make_driver, translate_error
+from ._driver import Driver, Page, make_driver, translate_error
 from ._exceptions import HarvestError
 from ._identity import Identity, build_identity
 
@@ -23,16 +24,28 @@ StepCallback = Callable[[str], None]
 class SharedBrowser:
     """One Chromium and its driver for many harvests (each in its own tab and browser context).
 
+    Opening a tab costs more than loading a page (Chromium starts a renderer process for each new browser
+    context), so the tabs harvests will need can be opened ahead of them: ``open_tabs(n)`` opens ``n`` blank
+    tabs now, and ``refill()`` tops them up to ``spare_tabs`` (the first when the browser starts). A spare tab is
+    a fresh browser context that never loaded a page; a harvest through a proxy opens its own (the proxy is
+    set per context).
+
     Args:
         backend: the driver (``nodriver`` or ``playwright``).
         headful: launch a visible browser.
         executable: returns the Chromium to launch (read when it launches, so the config loads lazily).
+        spare_tabs: blank tabs kept open ahead of the next harvests once the browser runs.
     """
 
-    def __init__(self, backend: str, *, headful: bool, executable: Callable[[], str | None]) -> None:
+    def __init__(
+        self, backend: str, *, headful: bool, executable: Callable[[], str | None], spare_tabs: int = 0
+    ) -> None:
         self.backend = backend
         self.headful = headful
+        self.spare_tabs = spare_tabs
         self._executable = executable
+        # Blank tabs being opened or open, oldest first; only for the current browser (dropped with it).
+        self._spares: collections.deque[asyncio.Task[Page]] = collections.deque()
         self.launches = 0
         self.restarts = 0
         self.process: BrowserProcess | None = None
@@ -63,8 +76,43 @@ class SharedBrowser:
                 self.restarts += 1
             if self.process is None:
                 await self._launch(step)
+                self.refill()
             assert self.process is not None and self._driver is not None and self._identity is not None
             return self.process, self._driver, self._identity
+
+    def open_tabs(self, count: int) -> None:
+        """Start opening ``count`` blank tabs for the next harvests to take (no-op before the browser runs)."""
+        driver, identity = self._driver, self._identity
+        if driver is None or identity is None:
+            return
+        for _ in range(count):
+            self._spares.append(asyncio.ensure_future(driver.new_page(identity=identity)))
+
+    def refill(self) -> None:
+        """Open tabs until ``spare_tabs`` are open or opening (call it when no harvest runs: starting a renderer
+        takes CPU time a harvest's page would otherwise have)."""
+        self.open_tabs(self.spare_tabs - len(self._spares))
+
+    async def new_page(self, *, proxy: str | None = None) -> Page:
+        """A tab for one harvest: a spare one when there is one (and no proxy), else a newly opened one.
+
+        Raises:
+            RuntimeError: the browser is not running (``acquire`` first).
+        """
+        driver, identity = self._driver, self._identity
+        if driver is None or identity is None:
+            raise RuntimeError("SharedBrowser.new_page() before acquire()")
+        while proxy is None and self._spares:
+            opening = self._spares.popleft()
+            try:
+                # Cancelling this harvest cancels the opening too, which then disposes of its context.
+                page = await opening
+            except Exception:
+                continue  # this browser is dying or gone: the next try (or a fresh tab) says how
+            if page.is_open():
+                return page
+            await bounded_close(page.close())  # its renderer crashed while it waited
+        return await driver.new_page(identity=identity, proxy=proxy)
 
     async def _launch(self, step: StepCallback) -> None:
         step("launching Chromium")
@@ -94,10 +142,20 @@ class SharedBrowser:
             await uncancellable(self._teardown())
 
     async def _teardown(self) -> None:
+        spares, self._spares = list(self._spares), collections.deque()
+        for opening in spares:
+            opening.cancel()
         driver, self._driver = self._driver, None
         process, self.process = self.process, None
         self._identity = None
         await close_all(driver, process)
+        # Their tabs died with the browser; collect the tasks (and their errors). With the connection gone,
+        # a cancelled opening's clean-up fails at once, but it stays bounded all the same.
+        if spares:
+            await asyncio.wait(spares, timeout=CLOSE_TIMEOUT)
+            for opening in spares:
+                if opening.done() and not opening.cancelled():
+                    opening.exception()  # retrieved: the browser is gone, so is whatever it says
 
 
 async def bounded_close(awaitable: Awaitable[None]) -> None:

@@ -159,6 +159,9 @@ class NodriverPage(PageSignals):
         result = await self._browser.send(_cmd("Storage.getCookies", browserContextId=self._context_id))
         return [cookie_from_cdp(c) for c in result.get("cookies", [])]
 
+    def is_open(self) -> bool:
+        return not (self._closed or self._detached)
+
     async def close(self) -> None:
         if self._closed:
             return

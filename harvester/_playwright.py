@@ -81,6 +81,9 @@ class PlaywrightPage(PageSignals):
     async def cookies(self) -> list[Cookie]:
         return [cookie_from_cdp(dict(c)) for c in await self._context.cookies()]
 
+    def is_open(self) -> bool:
+        return not (self._closed or self._page.is_closed())
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -198,9 +198,13 @@ async def _harvest_all(
         browser.step(text)
         status.update(f"browser: {text}")
 
+    # A tab for every target, opened as soon as the browser runs (while the cache opens); a target with a
+    # proxy opens its own (the proxy is set per browser context).
+    tabs = sum(1 for provider, _ in targets if not (options.get("proxy") or _config_proxy(config, provider, options)))
+
     async def launch() -> None:
         try:
-            await harvester.start(launch_step)
+            await harvester.start(launch_step, tabs=tabs)
         finally:
             browser.end()
 
@@ -238,6 +242,12 @@ async def _harvest_all(
         if verbose:
             _log(f"closed the browser in {time.monotonic() - closing:.2f} s")
     return worst
+
+
+def _config_proxy(config: Config, provider: str | None, options: dict[str, Any]) -> str | None:
+    """The proxy the config sets for a target (its provider, or the ``--name`` of a ``--url`` target)."""
+    key = provider or options.get("name")
+    return config.provider(key).proxy if key else None
 
 
 @dataclass(frozen=True, slots=True)

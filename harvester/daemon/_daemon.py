@@ -104,6 +104,8 @@ def default_harvester_factory(settings: DaemonSettings) -> AbstractAsyncContextM
         backend=settings.backend,
         timeout=settings.harvest_timeout,
         max_concurrent=settings.max_concurrent,
+        # A blank tab kept open: a due refresh starts with its page load, not with a renderer's start-up.
+        spare_tabs=1,
         config=settings.config,
     )
     return harvester

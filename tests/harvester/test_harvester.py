@@ -67,6 +67,36 @@ async def test_one_browser_serves_many_harvests_each_in_its_own_context(emulator
     assert emulator.stats["clearance_user_agent"] == records[0].user_agent
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_spare_tab_is_a_fresh_context_taken_by_the_next_harvest(emulator: Any, backend: str) -> None:
+    """With a spare tab, one blank tab with an empty cookie jar waits between harvests, and the next one uses it."""
+    async with Harvester(backend, spare_tabs=1) as harvester:
+        first = await harvester.harvest("cloudflare", base_url=emulator.url)
+        assert len(harvester._browser._spares) == 1
+        spare = await harvester._browser._spares[0]
+        assert spare.is_open() and await spare.cookies() == []
+        second = await harvester.harvest("cloudflare", base_url=emulator.url)
+        assert not spare.is_open()  # the second harvest ran in it, and closed it
+        assert len(harvester._browser._spares) == 1 and (await harvester._browser._spares[0]) is not spare
+    assert first.cookie_dict()["cf_clearance"] != second.cookie_dict()["cf_clearance"]
+    assert emulator.stats["clearances_issued"] == 2
+
+
+async def test_tabs_opened_at_start_serve_the_harvests_and_are_closed_with_the_browser(emulator: Any) -> None:
+    """Tabs opened by start(tabs=N) are taken by concurrent harvests; one left over goes with the browser."""
+    async with Harvester(max_concurrent=2) as harvester:
+        await harvester.start(tabs=3)
+        opened = list(harvester._browser._spares)
+        records = await asyncio.gather(
+            harvester.harvest("cloudflare", base_url=emulator.url),
+            harvester.harvest("cerebras", base_url=emulator.url),
+        )
+        assert [task for task in opened if task not in harvester._browser._spares] == opened[:2]
+        assert harvester.browser_launches == 1
+    assert all(r.cookie_dict()["cf_clearance"] for r in records)
+    assert not harvester._browser._spares  # (the fixture checks that no process or profile is left)
+
+
 async def test_dead_browser_is_replaced_and_counted(emulator: Any) -> None:
     """If Chromium dies between harvests, the next harvest launches a new one and counts the restart."""
     async with Harvester() as harvester:

@@ -36,9 +36,13 @@ def error_text(exc: BaseException) -> str:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_harvest_through_an_authenticating_proxy(emulator: Any, auth_proxy: ProxyThread, backend: str) -> None:
-    """The challenge clears through the proxy: it authenticated every request and the record keeps the URL."""
-    async with Harvester(backend) as harvester:
+    """The challenge clears through the proxy (not in the harvester's spare tab, which has none): it authenticated
+    every request and the record keeps the URL."""
+    async with Harvester(backend, spare_tabs=1) as harvester:
+        await harvester.start()
+        spare = harvester._browser._spares[0]
         record = await harvester.harvest("cerebras", base_url=emulator.url, proxy=auth_proxy.auth_url)
+        assert harvester._browser._spares[0] is spare and (await spare).is_open()
     assert record.cookie_dict()["cf_clearance"]
     assert record.api_key and record.api_key.startswith("csk-")
     assert record.proxy == auth_proxy.auth_url
