@@ -75,6 +75,10 @@ class Page(Protocol):
         """False once the tab is closed or gone (closed by us, by a person, or its renderer crashed)."""
         ...
 
+    def cookie_set_at(self, name: str) -> float | None:
+        """When (event loop time) a response of this page first set the cookie ``name``; None if none has."""
+        ...
+
     async def close(self) -> None:
         """Close the tab and dispose of its browser context (idempotent)."""
         ...
@@ -90,9 +94,23 @@ class PageSignals:
         self._changed = asyncio.Event()
         # Set once the proxy refused us (407); every later call raises it.
         self._refused: ProxyAuthError | None = None
+        # Cookie name -> when a response first set it (from the Set-Cookie headers Chromium reports).
+        self._cookies_set: dict[str, float] = {}
 
     def _on_change(self, *_: object) -> None:
         self._changed.set()
+
+    def _on_response_extra_info(self, params: dict[str, Any]) -> None:
+        """CDP ``Network.responseReceivedExtraInfo``: the raw headers, Set-Cookie included, as they arrive."""
+        names = set_cookie_names(params.get("headers"))
+        if names:
+            now = asyncio.get_running_loop().time()
+            for name in names:
+                self._cookies_set.setdefault(name, now)
+            self._changed.set()  # a clearance: the page moves on next
+
+    def cookie_set_at(self, name: str) -> float | None:
+        return self._cookies_set.get(name)
 
     def _refuse(self) -> None:
         if self._refused is None and self._proxy is not None:
@@ -158,6 +176,20 @@ async def snapshot(page: Page) -> PageState:
         html=str(data.get("html") or ""),
         ready_state=str(data.get("ready") or "loading"),
     )
+
+
+def set_cookie_names(headers: object) -> list[str]:
+    """The cookie names a response's raw headers set (CDP joins repeated Set-Cookie headers with newlines)."""
+    if not isinstance(headers, dict):
+        return []
+    names = []
+    for key, value in headers.items():
+        if str(key).lower() == "set-cookie" and isinstance(value, str):
+            for line in value.split("\n"):
+                name, equals, _ = line.partition("=")
+                if equals and name.strip():
+                    names.append(name.strip())
+    return names
 
 
 def cookie_from_cdp(data: dict[str, Any]) -> Cookie:

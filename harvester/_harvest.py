@@ -273,7 +273,11 @@ class Harvester:
                 step(line)
                 announced = verdict
             now = loop.time()
-            action = next_action(run.recipe, state, verdict, run.progress(now, since_reload=now - last_reload))
+            proof = page.cookie_set_at(run.recipe.proof_cookie) if run.recipe.proof_cookie else None
+            progress = run.progress(
+                now, since_reload=now - last_reload, since_proof=None if proof is None else now - proof
+            )
+            action = next_action(run.recipe, state, verdict, progress)
             if isinstance(action, Cleared):
                 return
             if isinstance(action, Fail):
@@ -282,8 +286,8 @@ class Harvester:
                 last_reload = now
                 await run.within(page.goto(run.recipe.start_url))
             elif isinstance(action, Wait):
-                # Look again as soon as the page navigates or finishes parsing, and at least every
-                # POLL_INTERVAL (a challenge may rewrite its DOM without any navigation).
+                # Look again as soon as a response sets a cookie, the page navigates or finishes parsing,
+                # and at least every POLL_INTERVAL (a challenge may rewrite its DOM without any navigation).
                 await page.wait_for_change(action.seconds)
 
     async def _snapshot(self, page: Page, run: _Run) -> PageState:
@@ -374,11 +378,12 @@ class _Run:
             self.status = state.status
         self.answered = self.answered or state.status is not None or verdict != "loading"
 
-    def progress(self, now: float, *, since_reload: float = 0.0) -> Progress:
+    def progress(self, now: float, *, since_reload: float = 0.0, since_proof: float | None = None) -> Progress:
         return Progress(
             elapsed=now - self.started,
             timeout=self.timeout,
             since_reload=since_reload,
+            since_proof=since_proof,
             answered=self.answered,
             headful=self.headful,
             shown=self.shown,

@@ -87,6 +87,8 @@ class NodriverPage(PageSignals):
     def _on_event(self, method: str, params: dict[str, Any]) -> None:
         if method in WAKE_EVENTS:
             self._changed.set()
+        elif method == "Network.responseReceivedExtraInfo":
+            self._on_response_extra_info(params)
         elif method == "Fetch.requestPaused":
             # Fetch is on only to answer the proxy's challenge, and it pauses every request: let each go on.
             self._reply("Fetch.continueRequest", requestId=params.get("requestId"))

@@ -135,6 +135,8 @@ class PlaywrightDriver:
             # playwright's own user_agent option cannot set userAgentMetadata, so client hints would not
             # match; set the full override over this page's CDP session before the first navigation.
             session = await context.new_cdp_session(page)
+            # playwright's own response event leaves out Set-Cookie; the raw headers come over CDP.
+            session.on("Network.responseReceivedExtraInfo", wrapped._on_response_extra_info)
             await session.send("Network.enable")
             await session.send("Network.setUserAgentOverride", identity.cdp_override())
         except BaseException:

@@ -20,8 +20,14 @@ from ._exceptions import (
 from ._net import describe_net_error, net_error_in
 from ._recipes import Recipe
 
-POLL_INTERVAL = 0.05  # longest wait between page snapshots while a challenge runs (navigations wake it sooner)
+# Longest wait between page snapshots while a challenge runs. The loop wakes sooner on the page's events: a
+# response setting a cookie (the clearance), a navigation committing, DOMContentLoaded, load. So clearing
+# never waits for the poll; it only catches a page that rewrites its DOM without any of those.
+POLL_INTERVAL = 0.1
 RELOAD_INTERVAL = 1.0  # seconds between reloads while the site answers 5xx
+# The site set the proof cookie, but its challenge page has not moved on for this long: load the start URL
+# ourselves (the clearance is in the jar) instead of waiting for the page's own reload until the deadline.
+PROOF_RELOAD_AFTER = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,7 @@ class Progress:
     answered: bool = False  # some response arrived (a status, or a document that is more than a blank tab)
     headful: bool = False
     shown: Verdict = "loading"  # the last verdict other than "loading" (a page reloading itself shows none)
+    since_proof: float | None = None  # seconds since a response set the recipe's proof cookie (None: none did)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,12 @@ def next_action(recipe: Recipe, page: PageState, verdict: Verdict, progress: Pro
         return Fail(deadline_error(recipe, verdict, page.status, progress))
     if verdict == "unavailable" and progress.since_reload >= RELOAD_INTERVAL:
         return Reload()
+    if (
+        verdict == "challenge"
+        and progress.since_proof is not None
+        and min(progress.since_proof, progress.since_reload) >= PROOF_RELOAD_AFTER
+    ):
+        return Reload()  # cleared, but the challenge page stays: it missed its own reload
     return Wait(max(0.0, min(POLL_INTERVAL, progress.timeout - progress.elapsed)))
 
 

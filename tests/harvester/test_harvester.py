@@ -50,6 +50,22 @@ async def test_page_presents_a_consistent_non_headless_identity(emulator: Any, b
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_page_wakes_when_a_response_sets_the_clearance(emulator: Any, backend: str) -> None:
+    """A page notes (and wakes its waiter on) the response that sets cf_clearance, before the page reloads."""
+    async with Harvester(backend) as harvester:
+        _process, driver, identity = await harvester._ensure_browser(lambda _: None)
+        page = await driver.new_page(identity=identity)
+        try:
+            await page.goto(emulator.url + "/")
+            async with asyncio.timeout(20):
+                while page.cookie_set_at("cf_clearance") is None:
+                    await page.wait_for_change(5.0)
+            assert emulator.stats["clearances_issued"] == 1
+        finally:
+            await page.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_one_browser_serves_many_harvests_each_in_its_own_context(emulator: Any, backend: str) -> None:
     """Concurrent harvests share one browser but not cookies: each clears its own challenge."""
     async with Harvester(backend, max_concurrent=2) as harvester:

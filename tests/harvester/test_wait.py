@@ -13,6 +13,7 @@ from harvester import (
     classify,
 )
 from harvester._classify import PageState, Verdict
+from harvester._driver import set_cookie_names
 from harvester._net import unreachable
 from harvester._recipes import check_url, mask_password, resolve_recipe
 from harvester._wait import Cleared, Fail, Progress, Reload, Wait, next_action
@@ -46,6 +47,11 @@ def _p(elapsed: float = 1.0, **kw: object) -> Progress:
         (PAGE, "loading", _p(elapsed=10.0, answered=False), SiteUnreachableError),
         (PAGE, "loading", _p(elapsed=10.0, answered=True, shown="unavailable"), BlockedError),
         (PAGE, "interactive", _p(elapsed=10.0, answered=True, headful=True), ChallengeTimeout),
+        # The proof cookie is set but the challenge page stays: reload it ourselves, at most once a second.
+        (PAGE, "challenge", _p(since_proof=1.0, since_reload=1.0, answered=True), Reload),
+        (PAGE, "challenge", _p(since_proof=0.5, since_reload=5.0, answered=True), Wait),
+        (PAGE, "challenge", _p(since_proof=5.0, since_reload=0.5, answered=True), Wait),
+        (PAGE, "loading", _p(since_proof=5.0, since_reload=5.0, answered=True), Wait),  # it is moving on
     ],
 )
 def test_next_action(page: PageState, verdict: Verdict, progress: Progress, expected: type) -> None:
@@ -159,3 +165,18 @@ def test_url_with_a_password_is_refused_and_never_shows_it() -> None:
     assert "hunter2" not in str(info.value) and "ada:***@127.0.0.1:8080" in str(info.value)
     assert mask_password("https://u:p%40ss@h/x") == "https://u:***@h/x"
     assert mask_password("https://h/x@y") == "https://h/x@y"
+
+
+@pytest.mark.parametrize(
+    ("headers", "names"),
+    [
+        ({"Set-Cookie": "cf_clearance=abc; HttpOnly; Path=/"}, ["cf_clearance"]),
+        ({"set-cookie": "a=1; Path=/\n__cf_bm=x=y; Max-Age=1800"}, ["a", "__cf_bm"]),  # repeated headers
+        ({"content-type": "text/html"}, []),
+        ({"set-cookie": "garbage without equals"}, []),
+        (None, []),
+    ],
+)
+def test_set_cookie_names(headers: object, names: list[str]) -> None:
+    """The cookie names a response sets are read from CDP's raw headers, however the header is spelled."""
+    assert set_cookie_names(headers) == names
