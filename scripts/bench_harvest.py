@@ -255,8 +255,8 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
     def ready(name: str) -> float:
         return _median([r for r, _ in results.get(name, [])])
 
-    plain = total("plain nodriver script")
     print(f"harvest benchmark, think_ms={args.think_ms:g}, {args.runs} runs each (medians, seconds)")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (over ~1 means noisy figures)")
     print(f"{'measure':<44}{'nodriver':>10}{'playwright':>12}{'goal':>10}")
     all_ratio = [total(f"cli --all {b}") / total(f"cli cerebras {b}") for b in BACKENDS]
     rows = [
@@ -271,12 +271,11 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
     for label, (nd, pw), goal in rows:
         print(f"{label:<44}{nd:>10.3f}{pw:>12.3f}{goal:>10}")
     print()
-    print(f"{'baseline (cold, same emulator)':<34}{'ready':>8}{'total':>8}{'harvester nd / it':>19}")
+    print(f"{'baseline (cold, same emulator)':<34}{'ready':>8}{'total':>8}{'ours nd / it':>14}{'ours pw / it':>14}")
     for name in ("plain nodriver script", "plain zendriver script", "plain playwright script"):
         if name in results:
-            print(f"{name:<34}{ready(name):>8.3f}{total(name):>8.3f}{total('cold nodriver') / total(name):>18.2f}x")
-    if plain == plain:  # not NaN
-        print(f"{'harvester cold, playwright':<34}{ready('cold playwright'):>8.3f}{total('cold playwright'):>8.3f}")
+            ratios = [total(f"cold {b}") / total(name) for b in BACKENDS]
+            print(f"{name:<34}{ready(name):>8.3f}{total(name):>8.3f}{ratios[0]:>13.2f}x{ratios[1]:>13.2f}x")
     print()
     print("per-phase medians (seconds):")
     for variant, runs in PHASE_LOG.items():
