@@ -29,6 +29,8 @@ from ._wait import Cleared, Fail, Progress, Reload, Wait, announcement, deadline
 
 T = TypeVar("T")
 StepCallback = Callable[[str], None]
+#: Called with the snapshot of the cleared page (``Harvester.harvest``'s ``on_page``).
+PageCallback = Callable[[PageState], None]
 
 SESSION_POLL_INTERVAL = 1.0  # seconds between session reads while a person signs in (--headful)
 DEFAULT_TIMEOUT = 30.0  # seconds for each wait of a harvest, unless told otherwise
@@ -164,8 +166,12 @@ class Harvester:
         timeout: float | None = None,
         on_step: StepCallback | None = None,
         recipe: Recipe | None = None,
+        on_page: PageCallback | None = None,
     ) -> SessionRecord:
         """Harvest one provider (or ``url``) and return its record.
+
+        ``on_page`` is called with the last snapshot of the cleared page (its URL, status, title and HTML, the
+        HTML cut at 500,000 characters), before the cookies are read: ``harvest serve`` answers with it.
 
         Raises:
             UnknownProviderError, ChallengeTimeout, BlockedError, NeedsHeadfulError, ProxyAuthError,
@@ -184,7 +190,7 @@ class Harvester:
         async with self._slots:
             self._in_flight += 1
             try:
-                return await self._harvest(recipe, proxy, timeout or self.timeout, step)
+                return await self._harvest(recipe, proxy, timeout or self.timeout, step, on_page)
             finally:
                 self._in_flight -= 1
                 if self._in_flight == 0 and not self._closed:
@@ -211,7 +217,9 @@ class Harvester:
 
     # -- one harvest -------------------------------------------------------------------------------------
 
-    async def _harvest(self, recipe: Recipe, proxy: str | None, timeout: float, step: StepCallback) -> SessionRecord:
+    async def _harvest(
+        self, recipe: Recipe, proxy: str | None, timeout: float, step: StepCallback, on_page: PageCallback | None = None
+    ) -> SessionRecord:
         loop = asyncio.get_running_loop()
         try:
             # Launching has its own deadline (BrowserProcess.start_timeout), and so has opening the tab: the
@@ -233,7 +241,9 @@ class Harvester:
             run.started = loop.time()
             step(f"loading {recipe.start_url}")
             await run.within(page.goto(recipe.start_url))
-            await self._wait_until_cleared(page, run, step)
+            cleared = await self._wait_until_cleared(page, run, step)
+            if on_page is not None:
+                on_page(cleared)
             api_key = None
             if recipe.session_url:
                 step("reading the session")
@@ -259,8 +269,9 @@ class Harvester:
                 await uncancellable(bounded_close(page.close()))
         return make_record(recipe, identity, cookies, api_key=api_key, proxy=proxy, backend=driver.name, now=utcnow())
 
-    async def _wait_until_cleared(self, page: Page, run: _Run, step: StepCallback) -> None:
-        """Snapshot the page and carry out what ``next_action`` decides, until it says cleared or fails."""
+    async def _wait_until_cleared(self, page: Page, run: _Run, step: StepCallback) -> PageState:
+        """Snapshot the page and carry out what ``next_action`` decides, until it says cleared (returning that
+        snapshot) or fails."""
         loop = asyncio.get_running_loop()
         last_reload = loop.time()
         announced: Verdict = "loading"
@@ -279,7 +290,7 @@ class Harvester:
             )
             action = next_action(run.recipe, state, verdict, progress)
             if isinstance(action, Cleared):
-                return
+                return state
             if isinstance(action, Fail):
                 raise action.error
             if isinstance(action, Reload):

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cache import AuthCache, SessionRecord, utcnow
 
 if TYPE_CHECKING:
+    from ._classify import PageState
     from ._config import Config
     from ._harvest import Harvester
     from ._recipes import Recipe
 
 StepCallback = Callable[[str], None]
+PageCallback = Callable[["PageState"], None]
 #: Decides whether a record found in the cache (under the lock) may be returned instead of harvesting.
 Reuse = Callable[[SessionRecord], bool]
 
@@ -57,6 +59,7 @@ class HarvesterLike(Protocol):
         timeout: float | None = None,
         on_step: StepCallback | None = None,
         recipe: Recipe | None = None,
+        on_page: PageCallback | None = None,
     ) -> SessionRecord: ...
 
     async def close_browser(self) -> None: ...
@@ -135,11 +138,12 @@ class SingleFlight:
         timeout: float | None = None,
         on_step: StepCallback | None = None,
         reuse: Reuse | None = None,
+        on_page: PageCallback | None = None,
     ) -> SessionRecord:
         """Harvest ``provider`` (or ``url``) into the cache under the single-flight locks, and return the record.
 
         Under the locks, a cached record for which ``reuse(record)`` is true is returned without a harvest
-        (None: always harvest).
+        (None: always harvest). ``on_page`` goes to the harvest (not called when a cached record is reused).
         """
         harvester = self.harvester
         recipe = harvester.resolve(provider, url=url, name=name, base_url=base_url)
@@ -157,7 +161,9 @@ class SingleFlight:
                     cached = await asyncio.to_thread(cache.get, recipe.name)
                     if cached is not None and reuse(cached):
                         return cached
-                record = await harvester.harvest(provider, recipe=recipe, proxy=proxy, timeout=timeout, on_step=on_step)
+                record = await harvester.harvest(
+                    provider, recipe=recipe, proxy=proxy, timeout=timeout, on_step=on_step, on_page=on_page
+                )
                 step("saving to the cache")
                 await asyncio.to_thread(cache.put, record)
                 return record

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from cache import CacheError, Cookie, SessionRecord
+from harvester._classify import PageState
 from harvester._exceptions import HarvestError
 from harvester.daemon._logging import log_event
 from providers._exceptions import ProviderError
@@ -29,6 +30,7 @@ from providers._session import FALLBACK_USER_AGENT
 from ._app import BadRequest
 from ._fetch import Fetched, FetchError, fetch
 from ._limits import Full
+from ._runs import Harvested
 from ._sessions import SessionNameError, record_name, usable
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("harvest.serve")
 
 DEFAULT_MAX_TIMEOUT = 60000  # ms, FlareSolverr's default
+#: The harvester's page snapshot cuts the HTML at this many characters (SNAPSHOT_JS): a page that long is fetched.
+PAGE_HTML_LIMIT = 500_000
 _KNOWN_FIELDS = frozenset(
     {"cmd", "url", "session", "session_ttl_minutes", "maxTimeout", "cookies", "returnOnlyCookies", "proxy", "postData"}
 )
@@ -203,31 +207,44 @@ class FlareSolverr:
         record = self.state.cache.get(name)
         fresh = usable(record, proxy=proxy, ttl=session.ttl if session else None)
         only_cookies = bool(payload.get("returnOnlyCookies"))
-        ran = False
+        harvested: Harvested | None = None
         if not fresh:
-            record = await self._run(name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=record)
-            ran = True
+            harvested = await self._run(
+                name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=record
+            )
+            record = harvested.record
         assert record is not None
         if only_cookies:
-            if session is not None and ran:
+            if session is not None and harvested is not None:
                 self.state.sessions.mark(session)
-            return self._solution(url, record, None, ran)
-        fetched = await self._fetch(url, record, method, body, cookies, proxy, deadline)
-        if fetched.challenged and not ran:
-            record = await self._run(name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=record)
-            ran = True
+            return self._solution(url, record, None, harvested is not None)
+        page = _page_for(harvested, url, method, cookies)
+        fetched = None
+        if page is None:
             fetched = await self._fetch(url, record, method, body, cookies, proxy, deadline)
-        if fetched.challenged:
-            raise CommandError(
-                f"Error solving the challenge. {url} still answers with a challenge right after a browser cleared it."
-            )
-        if session is not None and ran:
+            if fetched.challenged and harvested is None:
+                harvested = await self._run(
+                    name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=record
+                )
+                record = harvested.record
+                page = _page_for(harvested, url, method, cookies)
+                fetched = (
+                    None if page is not None else await self._fetch(url, record, method, body, cookies, proxy, deadline)
+                )
+            if fetched is not None and fetched.challenged:
+                raise CommandError(
+                    f"Error solving the challenge. {url} still answers with a challenge right after a browser "
+                    "cleared it."
+                )
+        if session is not None and harvested is not None:
             self.state.sessions.mark(session)
-        return self._solution(url, record, fetched, ran)
+        if page is not None:
+            return self._solution(url, record, page, True)
+        return self._solution(url, record, fetched, harvested is not None)
 
     async def _run(
         self, name: str, *, url: str, proxy: str | None, deadline: float, stale: SessionRecord | None
-    ) -> SessionRecord:
+    ) -> Harvested:
         remaining = deadline - asyncio.get_running_loop().time()
         try:
             return await self.state.runs.run(name, url=url, proxy=proxy, stale=stale, timeout=max(remaining, 1.0))
@@ -264,15 +281,20 @@ class FlareSolverr:
         except ValueError as exc:
             raise CommandError(f"Error solving the challenge. {exc}") from None
 
-    def _solution(self, url: str, record: SessionRecord, fetched: Fetched | None, ran: bool) -> dict[str, Any]:
+    def _solution(
+        self, url: str, record: SessionRecord, answer: Fetched | PageState | None, ran: bool
+    ) -> dict[str, Any]:
         user_agent = record.user_agent or FALLBACK_USER_AGENT
         self.last_user_agent = user_agent
         solution: dict[str, Any] = {"url": url, "status": 200}
-        if fetched is not None:
-            solution.update(url=fetched.url, status=fetched.status, headers=fetched.headers, response=fetched.text)
-            cookies = fetched.cookies
-        else:
-            cookies = record.cookies
+        cookies = record.cookies
+        if isinstance(answer, PageState):
+            # The page the browser saw: its status from the Navigation Timing API (200 when the browser does
+            # not say), and no headers, as FlareSolverr (the browser's response headers are not read).
+            solution.update(url=answer.url or url, status=answer.status or 200, headers={}, response=answer.html)
+        elif answer is not None:
+            solution.update(url=answer.url, status=answer.status, headers=answer.headers, response=answer.text)
+            cookies = answer.cookies
         solution["cookies"] = [_cookie_json(c) for c in cookies]
         solution["userAgent"] = user_agent
         message = "Challenge solved!" if ran else "Challenge not detected!"
@@ -332,6 +354,15 @@ def _proxy_url(raw: Any) -> str | None:
     elif "@" in parts.netloc:
         netloc = parts.netloc
     return urlunsplit((parts.scheme, netloc, "", "", ""))
+
+
+def _page_for(harvested: Harvested | None, url: str, method: str, cookies: dict[str, str]) -> PageState | None:
+    """The page a browser run saw, when it answers this request: a GET of the URL the browser opened, with no
+    cookies of the request's own (the browser did not send them), and not cut at the snapshot's size limit."""
+    if harvested is None or harvested.page is None or method != "GET" or cookies or harvested.url != url:
+        return None
+    page = harvested.page
+    return page if len(page.html) < PAGE_HTML_LIMIT else None
 
 
 def _origin_url(url: str, method: str) -> str:

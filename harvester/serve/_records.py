@@ -68,7 +68,7 @@ class Records:
                 code="not_found",
             )
         try:
-            record = await self.state.runs.run(name, url=url, provider=provider, proxy=proxy, stale=current)
+            record = (await self.state.runs.run(name, url=url, provider=provider, proxy=proxy, stale=current)).record
         except Full:
             raise
         except UnknownProviderError as exc:

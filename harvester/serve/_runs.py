@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from cache import AuthCache, SessionRecord
 from harvester._config import Config
@@ -22,10 +23,24 @@ from harvester.daemon._logging import log_event
 from ._limits import Gate
 from ._metrics import ServeMetrics
 
+if TYPE_CHECKING:
+    from harvester._classify import PageState
+
 logger = logging.getLogger("harvest.serve")
 
 #: Seconds the shared browser stays up with no run, before it is closed (the next run launches it again).
 BROWSER_IDLE_CLOSE = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Harvested:
+    """What a run gives every request that started or joined it."""
+
+    record: SessionRecord
+    #: The URL the browser opened (the page's own URL may differ after redirects).
+    url: str | None
+    #: The cleared page as the browser saw it; None when the run took a record another process stored.
+    page: PageState | None
 
 
 class BrowserRuns:
@@ -59,7 +74,7 @@ class BrowserRuns:
         self._flight = flight or SingleFlight(cache, harvester=harvester, config=config)
         self._idle_close = idle_close
         # Runs in flight by record name; the one table that decides who runs the browser in this process.
-        self._tasks: dict[str, asyncio.Task[SessionRecord]] = {}
+        self._tasks: dict[str, asyncio.Task[Harvested]] = {}
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closers: set[asyncio.Task[None]] = set()  # strong references to browser closes in progress
         self.started = 0  # runs started (the bench and the tests read it)
@@ -83,7 +98,7 @@ class BrowserRuns:
         proxy: str | None,
         stale: SessionRecord | None = None,
         timeout: float | None = None,
-    ) -> SessionRecord:
+    ) -> Harvested:
         """Harvest ``name`` (from ``url``, or the recipe of ``provider``), or join the run already going on.
 
         A record another process stored meanwhile is taken instead of harvesting when it is fresh, bound to
@@ -104,7 +119,7 @@ class BrowserRuns:
             task.add_done_callback(lambda done: self._finished(name, done))
         return await asyncio.shield(task)
 
-    def _finished(self, name: str, task: asyncio.Task[SessionRecord]) -> None:
+    def _finished(self, name: str, task: asyncio.Task[Harvested]) -> None:
         if self._tasks.get(name) is task:
             del self._tasks[name]
         self._gate.leave()
@@ -121,7 +136,7 @@ class BrowserRuns:
         proxy: str | None,
         stale: SessionRecord | None,
         timeout: float | None,
-    ) -> SessionRecord:
+    ) -> Harvested:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -131,7 +146,11 @@ class BrowserRuns:
             fresh = not record.is_expired and (record.proxy or None) == (proxy or None)
             return fresh and (stale is None or record.harvested_at > stale.harvested_at)
 
-        return await self._flight.run(provider, url=url, name=name, proxy=proxy, timeout=timeout, reuse=newer)
+        pages: list[PageState] = []
+        record = await self._flight.run(
+            provider, url=url, name=name, proxy=proxy, timeout=timeout, reuse=newer, on_page=pages.append
+        )
+        return Harvested(record, url, pages[-1] if pages else None)
 
     def _arm_idle_close(self) -> None:
         if self._idle_timer is not None:

@@ -80,6 +80,7 @@ class FakeHarvester:
         timeout: float | None = None,
         on_step: Callable[[str], None] | None = None,
         recipe: FakeRecipe | None = None,
+        on_page: Any = None,
     ) -> SessionRecord:
         if recipe is None:
             recipe = self.resolve(provider, url=url, name=name, base_url=base_url)

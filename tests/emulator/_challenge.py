@@ -125,7 +125,8 @@ def blocked_page(ray: str) -> str:
 
 
 def app_page(path: str, *, awaits_sign_in: bool = False) -> str:
-    """The cleared app shell; it sets a plain JS cookie like a real single-page app would.
+    """The cleared app shell; it sets a plain JS cookie like a real single-page app would, and marks its
+    `#app` with `data-rendered="by-script"` (only a page whose script ran has the attribute).
 
     With `awaits_sign_in` (login-required, nobody signed in) it also waits for a person to start signing in,
     and then goes to the identity provider, on another origin, as "Sign in with ..." buttons do.
@@ -141,7 +142,8 @@ def app_page(path: str, *, awaits_sign_in: bool = False) -> str:
 <html lang="en"><head><meta charset="UTF-8"><title>{APP_TITLE}</title></head>
 <body><div id="app" data-path="{html.escape(path)}"><h1>Playground</h1>
 <p>Cloudflare, Cerebras, DeepInfra and FreeNetfly stand-ins are served from this origin.</p></div>
-<script>document.cookie = "_pg_visit=1; path=/";</script>{sign_in}</body></html>
+<script>document.cookie = "_pg_visit=1; path=/";
+document.getElementById("app").dataset.rendered = "by-script";</script>{sign_in}</body></html>
 """
 
 

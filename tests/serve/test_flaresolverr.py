@@ -54,6 +54,20 @@ def test_cold_request_runs_the_browser_once_then_answers_from_the_cache(
     assert emulator.stats["clearances_issued"] == 1  # no second browser run
 
 
+def test_after_a_browser_run_the_response_is_the_page_the_browser_saw(server: Server, emulator: EmulatorThread) -> None:
+    """After a browser run `response` is the page as the browser rendered it (its script ran), not a second fetch."""
+    status, body = server.v1(cmd="request.get", url=emulator.url + "/")
+    assert status == 200 and body["message"] == "Challenge solved!", body
+    solution = body["solution"]
+    assert 'data-rendered="by-script"' in solution["response"]  # set by the page's script: only a browser has it
+    assert solution["status"] == 200 and solution["headers"] == {} and solution["url"] == emulator.url + "/"
+    # The next request is fetched with the record: the page as served, with its real headers.
+    status, body = server.v1(cmd="request.get", url=emulator.url + "/")
+    assert status == 200 and body["message"] == "Challenge not detected!"
+    assert 'data-rendered="by-script"' not in body["solution"]["response"]
+    assert body["solution"]["headers"]["server"] == "cloudflare"
+
+
 def test_hundred_concurrent_requests_for_one_site_make_one_browser_run(
     server: Server, emulator: EmulatorThread
 ) -> None:
@@ -61,7 +75,7 @@ def test_hundred_concurrent_requests_for_one_site_make_one_browser_run(
     with ThreadPoolExecutor(max_workers=100) as pool:
         results = list(pool.map(lambda _: server.v1(cmd="request.get", url=emulator.url + "/"), range(100)))
     assert [status for status, _ in results] == [200] * 100, results[0]
-    assert all("<title>Playground</title>" in body["solution"]["response"] for _, body in results)
+    assert all('data-rendered="by-script"' in body["solution"]["response"] for _, body in results)  # the run's page
     assert emulator.stats["clearances_issued"] == 1
     assert server.state.runs.started == 1
 
