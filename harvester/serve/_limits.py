@@ -33,6 +33,8 @@ class Limits:
         max_browser_runs: browser runs at once, each for another record (503 past it; joining a run is free).
         retry_after: the ``Retry-After`` seconds a 503 suggests.
         drain_timeout: seconds in-flight requests get to finish at shutdown.
+        provider_timeout: seconds a gateway call to a provider may take in all, and may stay silent mid-stream
+            (past it: 504, or an SSE error event once the stream has begun).
     """
 
     max_body: int = 1024 * 1024
@@ -43,6 +45,7 @@ class Limits:
     max_browser_runs: int = 2
     retry_after: int = 1
     drain_timeout: float = 10.0
+    provider_timeout: float = 120.0
 
 
 class Full(Exception):

@@ -126,12 +126,14 @@ class ProviderAdapter:
         temperature: float | None,
         max_tokens: int | None,
         extra_body: Mapping[str, Any],
+        timeout: float,
     ) -> AsyncIterator[Sequence[Any]]:
         """The answer's items in batches: those of one network read together (see ``Client.chat_batches``)."""
         return self.client(provider).chat_batches(  # type: ignore[no-any-return]
             messages,
             model,
             stream=stream,
+            timeout=timeout,
             temperature=temperature,
             max_tokens=max_tokens,
             extra_body=extra_body or None,
@@ -141,11 +143,11 @@ class ProviderAdapter:
         return await self.client(provider).models()  # type: ignore[no-any-return]
 
     async def image(
-        self, provider: type[Provider], prompt: str, model: str | None, extra_body: Mapping[str, Any]
+        self, provider: type[Provider], prompt: str, model: str | None, extra_body: Mapping[str, Any], timeout: float
     ) -> Any:
         if not provider.image_models:
             raise GatewayError(400, f"{provider.name()} does not generate images", "unsupported_model")
-        return await self.client(provider).image(prompt, model, extra_body=extra_body or None)
+        return await self.client(provider).image(prompt, model, extra_body=extra_body or None, timeout=timeout)
 
     async def aclose(self) -> None:
         """Wait for the clients' cookie merges (the transport and the refresher are the server's to close)."""
@@ -237,6 +239,7 @@ class Gateway:
                 temperature=temperature,
                 max_tokens=max_tokens,
                 extra_body=extra,
+                timeout=self.state.limits.provider_timeout,
             )
             answer_model = f"{provider.name()}/{model}"
             if stream:
@@ -349,7 +352,9 @@ class Gateway:
             extra = {
                 k: v for k, v in body.items() if k not in ("model", "prompt", "response_format", "n", "size", "user")
             }
-            result = await self.clients.image(provider, prompt, model or None, extra)
+            result = await self.clients.image(
+                provider, prompt, model or None, extra, self.state.limits.provider_timeout
+            )
             data = [await self._image_item(image, fmt) for image in result.images]
         except GatewayError as exc:
             return exc.response(request.path)

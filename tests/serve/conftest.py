@@ -134,3 +134,46 @@ def serve_factory() -> Iterator[Callable[..., Server]]:
 def server(serve_factory: Callable[..., Server]) -> Server:
     """A server on loopback with no token."""
     return serve_factory()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """The URL of a server that accepts connections, reads what comes and never answers (a hung upstream)."""
+    import selectors
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            while not stop.is_set():
+                for key, _ in selector.select(timeout=0.1):
+                    if key.fileobj is listener:
+                        conn, _ = listener.accept()
+                        conn.setblocking(False)
+                        held.append(conn)
+                        selector.register(conn, selectors.EVENT_READ)
+                    else:
+                        conn = key.fileobj  # type: ignore[assignment]
+                        try:
+                            data = conn.recv(65536)
+                        except OSError:
+                            data = b""
+                        if not data:
+                            selector.unregister(conn)
+
+    thread = threading.Thread(target=serve, name="black-hole", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()

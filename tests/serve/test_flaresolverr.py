@@ -158,6 +158,16 @@ def test_max_timeout_is_enforced_end_to_end(server: Server, emulator: EmulatorTh
     assert body["endTimestamp"] - body["startTimestamp"] < 3000
 
 
+def test_max_timeout_is_enforced_on_the_fetch_too(server: Server, black_hole: str) -> None:
+    """A fresh record's fetch of a page that never comes fails with FlareSolverr's timeout error at `maxTimeout`."""
+    AuthCache.open().put(make_record("127.0.0.1", origin=black_hole))  # fresh: no browser run, only the fetch
+    status, body = server.v1(cmd="request.get", url=black_hole + "/slow", maxTimeout=500)
+    assert status == 500 and body["status"] == "error"
+    assert body["message"] == "Error: Error solving the challenge. Timeout after 0.5 seconds."
+    assert body["endTimestamp"] - body["startTimestamp"] < 3000
+    assert server.state.runs.started == 0
+
+
 def test_sessions_create_list_destroy(server: Server) -> None:
     """Sessions are created (once), listed and destroyed with FlareSolverr's messages."""
     status, body = server.v1(cmd="sessions.create", session="s1")

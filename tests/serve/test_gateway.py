@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import openai
 import pytest
@@ -212,3 +213,33 @@ def test_chunk_encoding_round_trips_any_text() -> None:
     assert {c["model"] for c in chunks} == {'odd"model\u2028'} and len({c["id"] for c in chunks}) == 1
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+
+
+def test_a_provider_timeout_is_a_504(
+    serve_factory: Callable[..., Server], black_hole: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider that does not answer within the provider timeout gives an OpenAI timeout error with HTTP 504."""
+    monkeypatch.setenv("HARVEST_FREENETFLY_BASE_URL", black_hole)
+    AuthCache.open().put(make_record("freenetfly", origin=black_hole))  # a session, so no browser run is tried
+    server = serve_factory(token=TOKEN, provider_timeout=0.5)
+    for stream in (False, True):  # a stream that never began is still a plain HTTP error
+        body = json.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": stream}).encode()
+        status, _, answer = server.call("POST", "/v1/chat/completions", raw=body)
+        assert status == 504, answer
+        assert answer["error"]["type"] == "timeout_error" and answer["error"]["code"] == "timeout"
+    with _client(server) as client, pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(model="freenetfly/gpt-4", messages=MESSAGES)  # type: ignore[arg-type]
+    assert raised.value.status_code == 504
+
+
+def test_a_provider_silent_mid_stream_ends_it_with_a_timeout_event(gateway: Server, emulator: EmulatorThread) -> None:
+    """A stream whose provider goes silent past the provider timeout ends with an SSE timeout error and `[DONE]`."""
+    gateway.state.limits = replace(gateway.state.limits, provider_timeout=0.5)
+    emulator.configure(stream_chunks=3, drip_ms=3000)
+    body = json.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": True}).encode()
+    status, _, text = gateway.call("POST", "/v1/chat/completions", raw=body)
+    assert status == 200
+    events = [e.removeprefix("data: ") for e in text.split("\n\n") if e]
+    assert json.loads(events[1])["choices"][0]["delta"]["content"] == "tok "  # the first event got through
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["type"] == "timeout_error"
