@@ -105,8 +105,11 @@ class ServeState:
         if request.content_length is not None and request.content_length > self.limits.max_body:
             raise BadRequest(f"the request body is larger than {self.limits.max_body} bytes", 413)
         try:
-            async with asyncio.timeout(self.limits.idle_timeout):
-                raw = await request.read()
+            if request.content.is_eof():
+                raw = await request.read()  # the whole body came with the head: nothing to wait for, no timer
+            else:
+                async with asyncio.timeout(self.limits.idle_timeout):
+                    raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise BadRequest(f"the request body is larger than {self.limits.max_body} bytes", 413) from None
         except TimeoutError:

@@ -24,7 +24,7 @@ from cache import CacheError, Cookie, SessionRecord
 from harvester._classify import PageState
 from harvester._exceptions import HarvestError
 from harvester.daemon._logging import log_event
-from providers._exceptions import ProviderError
+from providers._exceptions import ProviderError, ProviderTimeout
 from providers._session import FALLBACK_USER_AGENT
 
 from ._app import BadRequest
@@ -132,14 +132,15 @@ class FlareSolverr:
             max_timeout = DEFAULT_MAX_TIMEOUT
         seconds = max_timeout / 1000
         try:
-            async with asyncio.timeout(seconds):
-                if cmd == "sessions.create":
-                    return self._sessions_create(payload)
-                if cmd == "sessions.list":
-                    return {"status": "ok", "message": "", "sessions": self.state.sessions.names()}
-                if cmd == "sessions.destroy":
-                    return self._sessions_destroy(payload)
-                return await self._request(payload, "POST" if cmd == "request.post" else "GET", seconds)
+            # maxTimeout bounds the two waits of a request, the browser run and the fetch (each under
+            # ``timeout_at`` its deadline): an answer from the cache sets no timer at all.
+            if cmd == "sessions.create":
+                return self._sessions_create(payload)
+            if cmd == "sessions.list":
+                return {"status": "ok", "message": "", "sessions": self.state.sessions.names()}
+            if cmd == "sessions.destroy":
+                return self._sessions_destroy(payload)
+            return await self._request(payload, "POST" if cmd == "request.post" else "GET", seconds)
         except TimeoutError:
             raise CommandError(f"Error solving the challenge. Timeout after {seconds:g} seconds.") from None
         except CacheError as exc:
@@ -247,7 +248,8 @@ class FlareSolverr:
     ) -> Harvested:
         remaining = deadline - asyncio.get_running_loop().time()
         try:
-            return await self.state.runs.run(name, url=url, proxy=proxy, stale=stale, timeout=max(remaining, 1.0))
+            async with asyncio.timeout_at(deadline):  # the run goes on for the others; this request gives up
+                return await self.state.runs.run(name, url=url, proxy=proxy, stale=stale, timeout=max(remaining, 1.0))
         except Full:
             raise
         except HarvestError as exc:
@@ -266,16 +268,19 @@ class FlareSolverr:
         deadline: float,
     ) -> Fetched:
         try:
-            return await fetch(
-                self.state.transport,
-                url=url,
-                record=record,
-                method=method,
-                body=body,
-                cookies=cookies,
-                proxy=proxy,
-                deadline=deadline,
-            )
+            async with asyncio.timeout_at(deadline):
+                return await fetch(
+                    self.state.transport,
+                    url=url,
+                    record=record,
+                    method=method,
+                    body=body,
+                    cookies=cookies,
+                    proxy=proxy,
+                    deadline=deadline,
+                )
+        except ProviderTimeout:
+            raise TimeoutError from None  # the transport's clock ran out first: the same maxTimeout error
         except (ProviderError, FetchError) as exc:
             raise CommandError(f"Error solving the challenge. {exc}") from None
         except ValueError as exc:
