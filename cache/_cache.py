@@ -19,8 +19,34 @@ DEFAULT_LOCK_TIMEOUT = 10.0
 _CONFLICT_RETRIES = 5
 
 Updater = Callable[[SessionRecord | None], SessionRecord | None]
-_View = tuple["Version | None", dict[str, SessionRecord], "KdfParams | None"]
-_EMPTY: _View = (None, {}, None)
+
+
+class _View:
+    """One read of the blob: its version token, KDF parameters and the records' JSON, parsed one name at a time.
+
+    Decrypting and ``orjson.loads`` happen once per version; a ``SessionRecord`` is only built for a name asked for
+    (then memoised), so a cold ``get`` of one provider does not parse every other record. A view is never changed
+    but for ``built``, a memo that threads may fill at once: each stores an equal record, and a dict item
+    assignment is atomic.
+    """
+
+    __slots__ = ("built", "kdf", "raw", "token")
+
+    def __init__(
+        self,
+        token: Version | None,
+        raw: dict[str, Any],
+        kdf: KdfParams | None,
+        built: dict[str, SessionRecord] | None = None,
+    ) -> None:
+        self.token = token
+        self.raw = raw  # name -> the record's JSON document, as decrypted
+        self.kdf = kdf
+        self.built: dict[str, SessionRecord] = built if built is not None else {}
+
+
+_UNREAD = _View(None, {}, None)  # nothing read yet: the first read loads the blob and its version together
+_EMPTY = _View(None, {}, None)  # read, and nothing was stored
 
 
 def is_url(location: str) -> bool:
@@ -66,7 +92,7 @@ class AuthCache:
         self.lock_timeout = lock_timeout
         # What we last read or wrote: (the storage's version token, its records, its KDF parameters). One
         # attribute, replaced whole, so threads sharing this object never see a token paired with another read.
-        self._view: _View = _EMPTY
+        self._view: _View = _UNREAD
 
     @classmethod
     def open(
@@ -122,22 +148,56 @@ class AuthCache:
     # -- reads -------------------------------------------------------------------------------------------
 
     def get(self, provider: str) -> SessionRecord | None:
-        """Return the provider's record (expired ones included: check ``is_expired``), or None."""
-        return self._snapshot().get(provider)
+        """Return the provider's record (expired ones included: check ``is_expired``), or None.
+
+        Only this record is parsed: a malformed record raises ``CacheCorruptError`` when it is read (by ``get`` of
+        its name, ``list`` or any write), and ``get`` of another name still answers.
+        """
+        view = self._current()
+        record = view.built.get(provider)
+        if record is None:
+            raw = view.raw.get(provider)
+            if raw is None:
+                return None
+            record = view.built[provider] = self._parse(raw)
+        return record
 
     def list(self) -> list[SessionRecord]:
         """Return every record, sorted by provider."""
-        records = self._snapshot()
+        records = self._records(self._current())
         return [records[name] for name in sorted(records)]
 
-    def _snapshot(self) -> dict[str, SessionRecord]:
+    def _current(self) -> _View:
+        view = self._view
+        if view is _UNREAD:
+            # Cold: one read gives the blob and its version (on Redis one round trip, not a version check first).
+            return self._load()
         token = self._storage.version()
         if token is None:
-            return {}
-        view = self._view
-        if token == view[0]:
-            return view[1]
-        return self._load()[1]
+            return _EMPTY
+        if token == view.token:
+            return view
+        return self._load()
+
+    def _records(self, view: _View) -> dict[str, SessionRecord]:
+        """Every record of ``view``, built (and memoised) where not yet; ``CacheCorruptError`` if one is malformed."""
+        built = view.built
+        if len(built) != len(view.raw):
+            for name, raw in view.raw.items():
+                if name not in built:
+                    built[name] = self._parse(raw)
+        return dict(built)
+
+    def _parse(self, raw: Any) -> SessionRecord:
+        try:
+            # Records were validated when written; a legacy record that fails today's rules is refused at export.
+            return SessionRecord.from_json(raw, validate=False)
+        except ValueError as exc:
+            raise CacheCorruptError(
+                f"{self.location}: a record is malformed ({exc}); run `harvest cache reset` to start empty.",
+                path=self._file_path,
+                location=self.location,
+            ) from None
 
     def _load(self) -> _View:
         data, token = self._storage.load()
@@ -147,8 +207,6 @@ class AuthCache:
         try:
             header = read_header(data)
             document = decrypt(data, header, self._keys.key_for(header.kdf))
-            # Records were validated when written; a legacy record that fails today's rules is refused at export.
-            records = {name: SessionRecord.from_json(raw, validate=False) for name, raw in document["records"].items()}
         except CacheCorruptError as exc:
             raise CacheCorruptError(
                 f"{self.location}: {exc}. It was left untouched; run `harvest cache reset` to move it aside "
@@ -163,13 +221,7 @@ class AuthCache:
                 path=self._file_path,
                 location=self.location,
             ) from None
-        except ValueError as exc:
-            raise CacheCorruptError(
-                f"{self.location}: a record is malformed ({exc}); run `harvest cache reset` to start empty.",
-                path=self._file_path,
-                location=self.location,
-            ) from None
-        self._view = view = (token, records, header.kdf)
+        self._view = view = _View(token, document["records"], header.kdf)
         return view
 
     # -- writes ------------------------------------------------------------------------------------------
@@ -214,12 +266,12 @@ class AuthCache:
             for attempt in range(_CONFLICT_RETRIES):
                 # Re-read under the lock: another process may have written since our last read. A blob we
                 # cannot read raises here, before anything is written, so it is never overwritten.
-                base, current, kdf = self._load()
-                records = dict(current)
+                view = self._load()
+                records = self._records(view)
                 mutate(records)
-                kdf = kdf or self._keys.new_kdf()
+                kdf = view.kdf or self._keys.new_kdf()
                 try:
-                    self._save(records, self._keys.key_for(kdf, create=True), kdf, base)
+                    self._save(records, self._keys.key_for(kdf, create=True), kdf, view.token)
                     return
                 except CacheConflictError:
                     # Only possible when the lock was lost (a Redis lock past its TTL): read again and redo.
@@ -227,12 +279,9 @@ class AuthCache:
                         raise
 
     def _save(self, records: dict[str, SessionRecord], key: bytes, kdf: KdfParams, base: Version | None) -> None:
-        document = {
-            "version": DOCUMENT_VERSION,
-            "records": {name: rec.to_json() for name, rec in sorted(records.items())},
-        }
-        token = self._storage.save(encrypt(document, key, kdf), base)
-        self._view = (token, records, kdf)
+        raw = {name: rec.to_json() for name, rec in sorted(records.items())}
+        token = self._storage.save(encrypt({"version": DOCUMENT_VERSION, "records": raw}, key, kdf), base)
+        self._view = _View(token, raw, kdf, dict(records))
 
     # -- maintenance ---------------------------------------------------------------------------------------
 
@@ -262,8 +311,8 @@ class AuthCache:
         config path). With a passphrase, pass ``new_passphrase``; the new salt goes in the file header.
         """
         with self._storage.lock(self.lock_timeout):
-            base, current, _ = self._load()
-            records = dict(current)
+            view = self._load()
+            base, records = view.token, self._records(view)
             if self._keys.uses_passphrase:
                 if not new_passphrase:
                     raise CacheError("this cache uses a passphrase: give the new one to rotate to")

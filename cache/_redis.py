@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -61,6 +61,20 @@ local v = redis.call('INCR', KEYS[2])
 redis.call('PUBLISH', ARGV[1], v .. ':0')
 return 1
 """
+
+
+# A new connection should cost one round trip (AUTH; none without a password): a one-shot `harvest cache get` makes
+# one connection and one MGET. redis-py >= 5 adds CLIENT SETINFO lib-name and lib-ver (two round trips; errors on a
+# Redis before 7.2): turned off by driver_info=None where it exists (lib_name/lib_version are deprecated there), else
+# by lib_name=None, lib_version=None. redis-py 8 speaks RESP3 by default, and after its HELLO sends CLIENT
+# MAINT_NOTIFICATIONS (another round trip): RESP2 needs neither, and nothing here uses RESP3's types.
+_CONNECTION_OPTIONS: dict[str, Any] = {"protocol": 2}
+try:
+    import redis.driver_info
+
+    _CONNECTION_OPTIONS["driver_info"] = None
+except ImportError:
+    _CONNECTION_OPTIONS |= {"lib_name": None, "lib_version": None}
 
 
 def redact(url: str) -> str:
@@ -134,7 +148,11 @@ class RedisStorage:
         plain, prefix, ttl = split_url(url)
         try:
             client = redis.Redis.from_url(
-                plain, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, retry_on_timeout=False
+                plain,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=SOCKET_TIMEOUT,
+                retry_on_timeout=False,
+                **_CONNECTION_OPTIONS,
             )
         except ValueError as exc:
             raise CacheError(f"bad cache URL {redact(url)}: {exc}") from None
@@ -192,8 +210,11 @@ class RedisStorage:
 
     def version(self) -> int | None:
         self._ensure_watcher()
+        # Ask "subscribed?" before reading the version: the subscriber stores the version it read and only then
+        # sets the event, so a set event vouches for the version read after it (not for one read before).
+        subscribed = self._subscribed.is_set()
         known = self._known
-        if known is not None and (self._subscribed.is_set() or time.monotonic() < self._down_until):
+        if known is not None and (subscribed or time.monotonic() < self._down_until):
             return known[0] if known[1] else None  # no round trip: the subscriber keeps it current
         try:
             with self._errors():
@@ -214,12 +235,12 @@ class RedisStorage:
         return int(ver or 0) if present else None
 
     def load(self) -> tuple[bytes | None, int | None]:
-        self._ensure_watcher()
+        # No subscriber yet: a one-shot read (`harvest cache get`) needs none, and its thread and connection would
+        # cost more than the read. The first version() starts it; until it is subscribed, version() asks the
+        # server, so no write after this load is missed.
         with self._errors():
-            pipe = self._client.pipeline(transaction=True)
-            pipe.get(self._blob)
-            pipe.get(self._ver)
-            data, ver = pipe.execute()
+            # One command, so the pair is read atomically (redis-py types replies loosely: these are bytes).
+            data, ver = cast("list[bytes | None]", self._client.mget([self._blob, self._ver]))
         self._remember(int(ver or 0), data is not None)
         if data is None:
             return None, None

@@ -173,6 +173,35 @@ def test_warm_get_on_redis_makes_no_round_trip(redis_location: str) -> None:
     cache.close()
 
 
+def test_cold_get_on_redis_is_one_connection_and_one_round_trip(redis_location: str, redis_server: RedisServer) -> None:
+    """A first get opens one connection, sends AUTH and one MGET: no version check, handshake extras or subscriber."""
+    import redis
+
+    AuthCache.open(redis_location).put(make_record())
+    admin = redis.Redis(port=redis_server.port, password=redis_server.password)
+
+    def counts() -> tuple[dict[str, int], int, int]:
+        stats = admin.info("commandstats")
+        errors = sum(v["count"] for v in admin.info("errorstats").values())
+        return (
+            {name: v["calls"] for name, v in stats.items()},
+            admin.info("stats")["total_connections_received"],
+            errors,
+        )
+
+    before, connections, errors = counts()
+    cold = AuthCache.open(redis_location)
+    assert cold.get("cerebras") == make_record()
+    after, connections_after, errors_after = counts()
+    sent = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    sent.pop("cmdstat_info")  # our own INFO calls
+    assert sent == {"cmdstat_auth": 1, "cmdstat_mget": 1}
+    assert connections_after - connections == 1
+    assert errors_after == errors  # a CLIENT SETINFO or MAINT_NOTIFICATIONS refused by this Redis counts here
+    cold.close()
+    admin.close()
+
+
 def test_lock_of_a_killed_holder_frees_within_its_ttl(redis_location: str) -> None:
     """A process SIGKILLed while holding a harvest lock: another takes it within the TTL (2 s here), not before."""
     env = os.environ | {"HARVEST_CACHE": redis_location}

@@ -134,6 +134,30 @@ def test_tampered_blob_is_detected_and_never_overwritten(storage: Storage, locat
     assert moved is not None and storage.version() is None and fresh.list() == []
 
 
+def test_a_malformed_record_is_reported_where_it_is_read(storage: Storage, location: str) -> None:
+    """A record of a bad shape in a sound blob: reading it, listing or writing is CacheCorruptError; others still read."""
+    from cache._format import decrypt, encrypt, read_header
+    from cache._keys import KeySource
+
+    cache = AuthCache.open(location)
+    cache.put(make_record())
+    data, version = storage.load()
+    assert data is not None
+    header = read_header(data)
+    key = KeySource.resolve(None).key_for(header.kdf)
+    document = decrypt(data, header, key)
+    document["records"]["broken"] = {"provider": "broken", "cookies": "not a list"}
+    with storage.lock(5):
+        storage.save(encrypt(document, key, header.kdf), version)
+    damaged = storage.load()[0]
+    fresh = AuthCache.open(location)
+    assert fresh.get("cerebras") == make_record()  # the view is lazy: only the record asked for is parsed
+    for read in (lambda: fresh.get("broken"), fresh.list, lambda: fresh.put(make_record(provider="other"))):
+        with pytest.raises(CacheCorruptError, match=r"a record is malformed \(cookies: expected a list\).*cache reset"):
+            read()
+    assert storage.load()[0] == damaged
+
+
 @pytest.mark.parametrize("kind", ["lock", "named"])
 def test_lock_held_by_another_process_times_out(location: str, storage: Storage, kind: str) -> None:
     """While another process holds the lock, taking it fails with CacheLockTimeout after about the timeout."""
