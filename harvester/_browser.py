@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -277,6 +278,8 @@ class BrowserProcess:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._drain: asyncio.Task[None] | None = None
         self._helpers: set[int] = set()
+        # Started by spawn() before an event loop ran; start() adopts it.
+        self._popen: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -307,44 +310,79 @@ class BrowserProcess:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
-        """Launch the browser and wait (under ``start_timeout``) for its DevTools endpoint.
+    def spawn(self) -> None:
+        """Start Chromium now, without an event loop (the ``harvest`` command does this before its imports, so
+        the browser starts while Python loads); :meth:`start` then adopts it and waits for its endpoint.
 
         Raises:
-            BrowserError: the executable is missing, or the browser died or stayed silent.
+            BrowserError: the executable is missing, or no profile can be made.
         """
-        if self._proc is not None:
-            raise RuntimeError("BrowserProcess.start() called twice")
+        if self._proc is not None or self._popen is not None:
+            raise RuntimeError("BrowserProcess started twice")
+        self._prepare()
+        assert self.profile_dir is not None
+        try:
+            self._popen = subprocess.Popen(
+                [self.executable, *browser_args(self.profile_dir, headful=self.headful)], **self._spawn_options()
+            )
+        except OSError as exc:
+            shutil.rmtree(self.profile_dir, ignore_errors=True)
+            self.profile_dir = None
+            raise BrowserError(f"cannot start {self.executable}: {exc.strerror or exc}") from exc
+        REAPER.started(self._popen.pid)
+
+    def _prepare(self) -> None:
         if self.headful and not has_display():
             # Chromium would only say "The platform failed to initialize" and exit.
             raise BrowserError(
                 "--headful opens a browser window, but there is no display ($DISPLAY and $WAYLAND_DISPLAY are "
                 "unset); run harvest in a desktop session (or over `ssh -X`)"
             )
-        # Profiles of harvests that were SIGKILLed (their teardown never ran) go first.
-        await asyncio.to_thread(remove_stale_profiles)
         try:
             self.profile_dir = make_profile_dir()
         except OSError as exc:
             raise BrowserError(f"cannot create a browser profile: {exc}") from exc
         _become_subreaper()
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                self.executable,
-                *browser_args(self.profile_dir, headful=self.headful),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # its own process group, so one killpg reaches every helper
-                # Chromium's own temp files (singleton sockets) then go with the profile, even after a SIGKILL.
-                env={**os.environ, "TMPDIR": self.profile_dir},
-                preexec_fn=_child_setup if sys.platform.startswith("linux") else None,
-            )
-        except OSError as exc:
-            await self.stop()
-            raise BrowserError(f"cannot start {self.executable}: {exc.strerror or exc}") from exc
-        # From now on its helpers that end up ours are reaped as they exit (an interrupt during launch too).
-        REAPER.started(self._proc.pid)
+
+    def _spawn_options(self) -> dict[str, Any]:
+        assert self.profile_dir is not None
+        return {
+            "stdin": subprocess.DEVNULL,
+            "stdout": subprocess.DEVNULL,
+            "stderr": subprocess.PIPE,
+            "start_new_session": True,  # its own process group, so one killpg reaches every helper
+            # Chromium's own temp files (singleton sockets) then go with the profile, even after a SIGKILL.
+            "env": {**os.environ, "TMPDIR": self.profile_dir},
+            "preexec_fn": _child_setup if sys.platform.startswith("linux") else None,
+        }
+
+    async def start(self) -> None:
+        """Launch the browser (or adopt the one :meth:`spawn` started) and wait (under ``start_timeout``) for
+        its DevTools endpoint.
+
+        Raises:
+            BrowserError: the executable is missing, or the browser died or stayed silent.
+        """
+        if self._proc is not None:
+            raise RuntimeError("BrowserProcess.start() called twice")
+        if self._popen is not None:
+            self._proc = await _adopt(self._popen)
+            # Left for now by spawn(), which had a browser to start first.
+            await asyncio.to_thread(remove_stale_profiles)
+        else:
+            # Profiles of harvests that were SIGKILLed (their teardown never ran) go first.
+            await asyncio.to_thread(remove_stale_profiles)
+            self._prepare()
+            assert self.profile_dir is not None
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    self.executable, *browser_args(self.profile_dir, headful=self.headful), **self._spawn_options()
+                )
+            except OSError as exc:
+                await self.stop()
+                raise BrowserError(f"cannot start {self.executable}: {exc.strerror or exc}") from exc
+            # From now on its helpers that end up ours are reaped as they exit (an interrupt during launch too).
+            REAPER.started(self._proc.pid)
         try:
             async with asyncio.timeout(self.start_timeout):
                 self.endpoint = await self._read_endpoint()
@@ -411,6 +449,8 @@ class BrowserProcess:
             raise
 
     async def _stop(self, grace: float) -> None:
+        if self._proc is None and self._popen is not None:
+            self._proc = await _adopt(self._popen)  # spawned, never started: stopped the same way
         proc = self._proc
         early: asyncio.Future[None] | None = None
         if proc is not None:
@@ -453,6 +493,36 @@ class BrowserProcess:
         if self.profile_dir is not None:
             await _remove_tree(self.profile_dir)
             self.profile_dir = None
+
+
+class _Spawned:
+    """What this module uses of an ``asyncio.subprocess.Process``, for a Chromium that ``subprocess.Popen``
+    started before the event loop ran (``BrowserProcess.spawn``)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stderr: asyncio.StreamReader, transport: Any) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stderr = stderr
+        self._transport = transport  # closed by BrowserProcess._stop, as asyncio's own
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()  # WNOHANG; the reaper leaves this pid to us (REAPER.started)
+
+    async def wait(self) -> int:
+        while (code := self._popen.poll()) is None:  # noqa: ASYNC110 (not asyncio's child: no event to await)
+            await asyncio.sleep(_REAP_POLL)
+        return code
+
+
+async def _adopt(popen: subprocess.Popen[bytes]) -> Any:
+    """A ``_Spawned`` for ``popen``, reading its stderr on the running loop."""
+    assert popen.stderr is not None
+    reader = asyncio.StreamReader()
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), popen.stderr
+    )
+    return _Spawned(popen, reader, transport)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -17,6 +17,9 @@ import os
 import sys
 
 # Keep the module's own imports to the standard library: they run before ``main`` can catch a Ctrl-C.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (as in harvester/__init__.py)
+if TYPE_CHECKING:
+    from harvester._browser import BrowserProcess
 _INTERRUPTED = 130
 
 
@@ -87,6 +90,58 @@ def _parse_cache_get(args: list[str]) -> tuple[str, str, bool] | None:
     return name, fmt or "json", fresh
 
 
+# The root group's options that take a value (the next argument, unless written as --option=value).
+_VALUE_OPTIONS = frozenset(
+    {"--provider", "--url", "--name", "--backend", "--proxy", "--timeout", "--base-url", "--cache"}
+)
+_HARVEST_OPTIONS = frozenset({"--provider", "--all", "--url"})
+# A visible browser has its own checks (a display) and a help or version line needs none.
+_NO_BROWSER_OPTIONS = frozenset({"--headful", "--help", "-h", "--version"})
+
+
+def _is_oneshot_harvest(args: list[str]) -> bool:
+    """``harvest --provider NAME`` (``--all``, ``--url``): the root command harvesting, not a subcommand."""
+    harvesting = False
+    value_next = False
+    for arg in args:
+        if value_next:
+            value_next = False
+            continue
+        option = arg.partition("=")[0]
+        if option in _NO_BROWSER_OPTIONS:
+            return False
+        harvesting = harvesting or option in _HARVEST_OPTIONS
+        if arg in _VALUE_OPTIONS:
+            value_next = True
+        elif not arg.startswith("-"):
+            return False  # a subcommand (cache, daemon, chat ...)
+    return harvesting
+
+
+def _launch_early(args: list[str]) -> BrowserProcess | None:
+    """Start Chromium before the imports when the command line harvests (``BrowserProcess.spawn``): it starts
+    while Python loads click, the cache and the driver, and the harvester adopts it. None otherwise, or when it
+    cannot start (the launch proper then says why)."""
+    if not _is_oneshot_harvest(args):
+        return None
+    from harvester._browser import BrowserProcess, find_browser
+
+    try:
+        process = BrowserProcess(find_browser())
+        process.spawn()
+    except Exception:
+        return None
+    return process
+
+
+def _stop_early(process: BrowserProcess | None) -> None:
+    """Stop the early Chromium unless the harvester already did (a usage error, say, came first)."""
+    if process is not None and process.profile_dir is not None:
+        import asyncio
+
+        asyncio.run(process.stop())
+
+
 def _interrupted_while_loading(signum: int, frame: object) -> None:
     # Only imports have run (nothing written, no lock, no child process), so there is nothing to clean up, and
     # exiting here spares the user a KeyboardInterrupt traceback out of whichever module was loading.
@@ -100,6 +155,14 @@ def main() -> None:
     if handles_sigint:
         signal.signal(signal.SIGINT, _interrupted_while_loading)
     fast = _parse_cache_get(sys.argv[1:])
+    launched = None if fast is not None else _launch_early(sys.argv[1:])
+    try:
+        _main(fast, launched, handles_sigint)
+    finally:
+        _stop_early(launched)
+
+
+def _main(fast: tuple[str, str, bool] | None, launched: BrowserProcess | None, handles_sigint: bool) -> None:
     from harvester.cli import _exit
 
     if fast is None:
@@ -113,7 +176,7 @@ def main() -> None:
     try:
         if fast is not None:
             sys.exit(cache_get(None, *fast))
-        app(prog_name="harvest")
+        app(prog_name="harvest", obj={"launched": launched})
     except (KeyboardInterrupt, _exit.Interrupted):
         code = _exit.INTERRUPTED
     except CacheError as exc:  # every verb handles its own; this is the net under them

@@ -65,6 +65,8 @@ class Harvester:
         spare_tabs: blank tabs kept open once the browser runs, so that a harvest starts with its page load
             rather than with opening a tab (each costs a renderer process; the daemon keeps one).
         config: the loaded config (default: :func:`load_config`), for base URLs, proxies and the browser path.
+        launched: a Chromium already starting (``BrowserProcess.spawn``; the ``harvest`` command starts it before
+            its imports), which the first launch uses if it is the browser it would start (else stops it).
 
     ``harvest()`` returns a ``SessionRecord`` and does not touch the cache. Use as ``async with``, or call
     :meth:`close`.
@@ -79,6 +81,7 @@ class Harvester:
         max_concurrent: int = 2,
         spare_tabs: int = 0,
         config: Config | None = None,
+        launched: BrowserProcess | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -90,7 +93,11 @@ class Harvester:
         self.timeout = timeout if timeout is not None else (HEADFUL_TIMEOUT if headful else DEFAULT_TIMEOUT)
         self.max_concurrent = max_concurrent
         self._browser = SharedBrowser(
-            self.backend, headful=headful, executable=lambda: self.config.browser.path, spare_tabs=spare_tabs
+            self.backend,
+            headful=headful,
+            executable=lambda: self.config.browser.path,
+            spare_tabs=spare_tabs,
+            launched=launched,
         )
         self._closed = False
         self._in_flight = 0

@@ -35,15 +35,24 @@ class SharedBrowser:
         headful: launch a visible browser.
         executable: returns the Chromium to launch (read when it launches, so the config loads lazily).
         spare_tabs: blank tabs kept open ahead of the next harvests once the browser runs.
+        launched: a Chromium already starting (``BrowserProcess.spawn``), used by the first launch if it is the
+            browser that launch would start, else stopped.
     """
 
     def __init__(
-        self, backend: str, *, headful: bool, executable: Callable[[], str | None], spare_tabs: int = 0
+        self,
+        backend: str,
+        *,
+        headful: bool,
+        executable: Callable[[], str | None],
+        spare_tabs: int = 0,
+        launched: BrowserProcess | None = None,
     ) -> None:
         self.backend = backend
         self.headful = headful
         self.spare_tabs = spare_tabs
         self._executable = executable
+        self._launched = launched
         # Blank tabs being opened or open, oldest first; only for the current browser (dropped with it).
         self._spares: collections.deque[asyncio.Task[Page]] = collections.deque()
         self.launches = 0
@@ -116,7 +125,17 @@ class SharedBrowser:
 
     async def _launch(self, step: StepCallback) -> None:
         step("launching Chromium")
-        process = BrowserProcess(find_browser(self._executable()), headful=self.headful)
+        process, self._launched = self._launched, None
+        try:
+            executable = find_browser(self._executable())
+        except BaseException:
+            if process is not None:
+                await uncancellable(process.stop())
+            raise
+        if process is not None and (process.executable, process.headful) != (executable, self.headful):
+            await uncancellable(process.stop())  # started for another browser than the config names
+            process = None
+        process = process or BrowserProcess(executable, headful=self.headful)
         driver = make_driver(self.backend)
         try:
             # The driver's own start-up (importing nodriver, playwright's Node process) overlaps Chromium's.
@@ -142,6 +161,9 @@ class SharedBrowser:
             await uncancellable(self._teardown())
 
     async def _teardown(self) -> None:
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            await launched.stop()  # started early for a launch that never came
         spares, self._spares = list(self._spares), collections.deque()
         for opening in spares:
             opening.cancel()

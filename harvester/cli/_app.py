@@ -94,4 +94,4 @@ def main(ctx: click.Context, **options: Any) -> None:
         return
     from ._oneshot import run
 
-    ctx.exit(run(**options))
+    ctx.exit(run(launched=ctx.obj.get("launched"), **options))

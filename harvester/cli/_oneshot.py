@@ -39,6 +39,7 @@ from .._exceptions import (
 from .._recipes import RECIPES, check_url, known_providers
 
 if TYPE_CHECKING:
+    from .._browser import BrowserProcess
     from .._phases import Timeline
 
 # Most specific first; a HarvestError of no other class is a browser failure, and anything else is a bug.
@@ -68,11 +69,12 @@ def exit_code_for(error: BaseException) -> int:
     return _exit.INTERNAL_ERROR
 
 
-def run(**options: Any) -> int:
+def run(*, launched: BrowserProcess | None = None, **options: Any) -> int:
     """Harvest the providers the options name into the cache; return the exit code.
 
     Options are the root group's: providers, all_providers, url, name, backend, headful, proxy, timeout,
-    base_url, cache_path, verbose.
+    base_url, cache_path, verbose. ``launched``: the Chromium ``harvester._entry`` started before the imports
+    (stopped by the caller if this returns before using it).
     """
     providers: list[str] = list(known_providers() if options.get("all_providers") else options.get("providers") or ())
     url: str | None = options.get("url")
@@ -108,7 +110,7 @@ def run(**options: Any) -> int:
     targets: list[tuple[str | None, str | None]] = [(p, None) for p in providers]
     if url:
         targets.append((None, url))
-    return asyncio.run(_main(targets, options, config, timeout))
+    return asyncio.run(_main(targets, options, config, timeout, launched))
 
 
 async def _main(
@@ -116,9 +118,10 @@ async def _main(
     options: dict[str, Any],
     config: Config,
     timeout: float | None,
+    launched: BrowserProcess | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
-    work = asyncio.ensure_future(_harvest_all(targets, options, config, timeout))
+    work = asyncio.ensure_future(_harvest_all(targets, options, config, timeout, launched))
     received: list[int] = []
 
     def on_signal(signum: int) -> None:
@@ -147,6 +150,7 @@ async def _harvest_all(
     options: dict[str, Any],
     config: Config,
     timeout: float | None,
+    launched: BrowserProcess | None,
 ) -> int:
     from .._harvest import Harvester
     from .._phases import Timeline
@@ -162,6 +166,7 @@ async def _harvest_all(
         headful=bool(options.get("headful")),
         max_concurrent=max(1, limit),
         config=config,
+        launched=launched,
     )
 
     async def one(provider: str | None, url: str | None, label: str) -> _Outcome:

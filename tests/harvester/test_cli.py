@@ -231,3 +231,48 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.mark.parametrize(
+    ("args", "early"),
+    [
+        (["--provider", "cerebras"], True),
+        (["--all", "-v"], True),
+        (["--url=https://example.com", "--name", "ex"], True),
+        (["--name", "cache", "--provider", "cerebras"], True),  # an option's value is no subcommand
+        (["--provider", "cerebras", "--headful"], False),  # a visible browser checks for a display first
+        (["--help"], False),
+        (["cache", "list"], False),
+        (["chat", "--provider", "cerebras"], False),  # a subcommand's own --provider
+        (["daemon"], False),
+        ([], False),
+    ],
+)
+def test_which_command_lines_start_chromium_before_the_imports(args: list[str], early: bool) -> None:
+    """Only the root command harvesting (`--provider`, `--all`, `--url`) starts Chromium before its imports."""
+    from harvester._entry import _is_oneshot_harvest
+
+    assert _is_oneshot_harvest(args) is early
+
+
+def test_early_chromium_of_another_path_than_the_config_names_is_stopped(
+    emulator: Any, harvest_env: dict[str, str], no_leftovers: Path
+) -> None:
+    """With `[browser] path` naming another Chromium, the one started early is stopped and the configured one runs."""
+    from harvester._browser import find_browser
+
+    other = no_leftovers / "configured-chromium"
+    other.symlink_to(find_browser())
+    config = Path(harvest_env["HARVEST_CONFIG"])
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[browser]\npath = "{other}"\n')
+    out = run(harvest_env, "--provider", "cloudflare", "--base-url", emulator.url)
+    assert out.returncode == _exit.OK, out.stderr
+    assert emulator.stats["clearances_issued"] == 1  # (the fixture checks that no Chromium or profile is left)
+
+
+def test_usage_error_after_the_early_launch_leaves_nothing(harvest_env: dict[str, str]) -> None:
+    """A command line that fails its checks after Chromium started early exits 2 and stops that Chromium."""
+    out = run(harvest_env, "--provider", "cerebras", "--timeout", "-1")
+    assert out.returncode == _exit.USAGE and "--timeout must be positive" in out.stderr
+    # (the fixture checks that no Chromium process or profile is left)
