@@ -366,7 +366,9 @@ class BrowserProcess:
         if self._proc is not None:
             raise RuntimeError("BrowserProcess.start() called twice")
         if self._popen is not None:
-            self._proc = await _adopt(self._popen)
+            spawned = _Spawned(self._popen)
+            self._proc = spawned  # type: ignore[assignment]  # (the part of a Process this module uses)
+            await spawned.read_stderr()
             # Left for now by spawn(), which had a browser to start first.
             await asyncio.to_thread(remove_stale_profiles)
         else:
@@ -450,7 +452,7 @@ class BrowserProcess:
 
     async def _stop(self, grace: float) -> None:
         if self._proc is None and self._popen is not None:
-            self._proc = await _adopt(self._popen)  # spawned, never started: stopped the same way
+            self._proc = _Spawned(self._popen)  # type: ignore[assignment]  # spawned, never started
         proc = self._proc
         early: asyncio.Future[None] | None = None
         if proc is not None:
@@ -487,6 +489,8 @@ class BrowserProcess:
                 transport = getattr(proc, "_transport", None)
                 if transport is not None:
                     transport.close()
+            if isinstance(proc, _Spawned):
+                proc.close_pipe()
         if early is not None:
             with contextlib.suppress(Exception):
                 await early
@@ -499,11 +503,11 @@ class _Spawned:
     """What this module uses of an ``asyncio.subprocess.Process``, for a Chromium that ``subprocess.Popen``
     started before the event loop ran (``BrowserProcess.spawn``)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], stderr: asyncio.StreamReader, transport: Any) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
-        self.stderr = stderr
-        self._transport = transport  # closed by BrowserProcess._stop, as asyncio's own
+        self.stderr: asyncio.StreamReader | None = None  # set by read_stderr()
+        self._transport: Any = None  # closed by BrowserProcess._stop, as asyncio's own
 
     @property
     def returncode(self) -> int | None:
@@ -514,15 +518,19 @@ class _Spawned:
             await asyncio.sleep(_REAP_POLL)
         return code
 
+    async def read_stderr(self) -> None:
+        """Read the browser's stderr on the running loop (as ``create_subprocess_exec`` would)."""
+        assert self._popen.stderr is not None
+        reader = asyncio.StreamReader()
+        self._transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), self._popen.stderr
+        )
+        self.stderr = reader
 
-async def _adopt(popen: subprocess.Popen[bytes]) -> Any:
-    """A ``_Spawned`` for ``popen``, reading its stderr on the running loop."""
-    assert popen.stderr is not None
-    reader = asyncio.StreamReader()
-    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), popen.stderr
-    )
-    return _Spawned(popen, reader, transport)
+    def close_pipe(self) -> None:
+        """Close stderr if no transport took it over (a browser stopped before it was started)."""
+        if self._transport is None and self._popen.stderr is not None:
+            self._popen.stderr.close()
 
 
 def _signal_group(pgid: int, sig: int) -> None:
