@@ -9,6 +9,7 @@ and returns the worst exit code.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -296,10 +297,13 @@ class _Status:
     """A rich spinner on stderr naming the current step; plain lines instead with --verbose."""
 
     def __init__(self, verbose: bool) -> None:
-        from rich.console import Console
-
         self._verbose = verbose
-        self._console = Console(stderr=True)
+        self._console: Any = None
+        # A spinner only on a terminal: elsewhere (a script, a cron job) rich and its import are not needed.
+        if not verbose and (sys.stderr.isatty() or os.environ.get("FORCE_TERMINAL")):
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
         self._live: Any = None
         self._log: Callable[[str], None] = lambda text: click.echo(f"harvest: {text}", err=True)
 
@@ -307,7 +311,7 @@ class _Status:
         if self._verbose:
             self._log(text)
             return
-        if not self._console.is_terminal:
+        if self._console is None or not self._console.is_terminal:
             return
         if self._live is None:
             self._live = self._console.status(text)
