@@ -300,18 +300,21 @@ class Gateway:
         await response.prepare(request)
         chunks = _ChunkEncoder(model)
         write = response.write
-        end = b""
+        held = end = b""
         try:
-            # One write per provider read: the items that arrived together leave together, in one send.
+            # One write per provider read: the items that arrived together leave together, in one send. Once
+            # the answer has its finish reason, only the end is to come: the rest is held and leaves with it.
             data = chunks.start + chunks.encode(batch) if batch is not None else chunks.start
             while True:
-                if data:
+                if chunks.finished:
+                    held += data
+                elif data:
                     await write(data)  # waits only when the client is slower than the provider
                 batch = await anext(iterator, None)
                 if batch is None:
                     break
                 data = chunks.encode(batch)
-            end = chunks.end()
+            end = held + chunks.end()
         except ConnectionError:
             logger.debug("serve.stream.client_left")  # the client went away: nobody to tell, nothing to log loudly
             end = b""
@@ -320,7 +323,7 @@ class Gateway:
                 logger.exception("serve.stream.internal_error")
                 exc = GatewayError(500, "internal error in harvest serve (please report this)", "internal_error")
             error = exc if isinstance(exc, GatewayError) else translate(exc)
-            end = error.event() + _DONE
+            end = held + error.event() + _DONE
         finally:
             closing = getattr(batches, "aclose", None)
             if closing is not None:
@@ -404,7 +407,7 @@ class _ChunkEncoder:
     most of an item's encoding time, and its output for a string is the same JSON.
     """
 
-    __slots__ = ("_between", "_content", "_head", "_reasoning", "_usage", "finish", "start")
+    __slots__ = ("_between", "_content", "_head", "_reasoning", "_usage", "finish", "finished", "start")
 
     def __init__(self, model: str) -> None:
         head = (
@@ -417,6 +420,7 @@ class _ChunkEncoder:
         self._between = _OPEN_TAIL + self._content  # from one text delta's quoted text to the next one's
         self.start = (head + '{"role":"assistant","content":""' + _OPEN_TAIL).encode()
         self.finish = "stop"
+        self.finished = False  # a finish reason came: the answer is complete but for its usage and the end
         self._usage: Any = None
 
     def encode(self, batch: Sequence[Any]) -> bytes:
@@ -440,6 +444,7 @@ class _ChunkEncoder:
                 self._usage = item
             elif isinstance(item, FinishReason):
                 self.finish = item.reason
+                self.finished = True
             elif isinstance(item, ImageResponse):
                 append(self._content)
                 append(_quote("\n".join(f"![image]({url})" for url in item.images)))
