@@ -31,6 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# The plain nodriver script gets nodriver as a user's script would: imported in full, before the harvester's
+# driver could import it with its CDP modules loaded lazily (harvester._nodriver.import_nodriver).
+import nodriver  # noqa: E402, F401
+
 from cache import AuthCache, generate_key  # noqa: E402
 from harvester import Harvester, harvest  # noqa: E402
 from harvester._browser import find_browser  # noqa: E402
@@ -281,7 +285,7 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
     for variant, runs in PHASE_LOG.items():
         if runs:
             parts = [f"{p} {_median([r.get(p, 0.0) for r in runs]):.3f}" for p in PHASES if any(p in r for r in runs)]
-            print(f"  {variant:<16}" + " · ".join(parts))
+            print(f"  {variant:<20}" + " · ".join(parts))
 
 
 if __name__ == "__main__":
