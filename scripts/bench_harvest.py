@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 # The plain nodriver script gets nodriver as a user's script would: imported in full, before the harvester's
 # driver could import it with its CDP modules loaded lazily (harvester._nodriver.import_nodriver).
-import nodriver  # noqa: E402, F401
+import nodriver  # noqa: E402
 
 from cache import AuthCache, generate_key  # noqa: E402
 from harvester import Harvester, harvest  # noqa: E402
@@ -111,8 +111,6 @@ def cli_runner(env: dict[str, str], *args: str) -> Callable[[], Awaitable[Timing
 
 async def plain_nodriver_run(url: str, major: int) -> Timing:
     """What a user would write with nodriver alone: start, get, poll the cookie jar, stop and clean up."""
-    import nodriver
-
     started = time.perf_counter()
     browser = await nodriver.start(
         headless=True,
