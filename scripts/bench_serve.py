@@ -293,6 +293,19 @@ def main() -> int:
             )
         )
 
+        # (e) memory: the same requests again, before the later cases import and allocate what they need.
+        asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/", "returnOnlyCookies": True}, args.requests, 50))
+        rss_more = rss_kib(serve.pid)
+        rows.append(
+            (
+                "(e) RSS of harvest serve",
+                f"idle {idle_rss / 1024:.1f} MiB",
+                f"after {args.requests:,}: {rss_after / 1024:.1f} MiB, after {2 * args.requests:,}: "
+                f"{rss_more / 1024:.1f} MiB",
+                "flat",
+            )
+        )
+
         # (b) the page fetched with the record, one client at a time.
         cpu0 = cpu_seconds(serve.pid)
         lat_b, _ = asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/"}, 300, 1))
@@ -329,19 +342,6 @@ def main() -> int:
                 f"{runs} browser run(s)",
                 f"{wall_c:.2f} s vs one cold {one_cold:.2f} s = {wall_c / one_cold:.2f}x",
                 "1 run, <= 1.5x",
-            )
-        )
-
-        # (e) memory: another batch of requests, RSS again.
-        asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/", "returnOnlyCookies": True}, args.requests, 50))
-        rss_more = rss_kib(serve.pid)
-        rows.append(
-            (
-                "(e) RSS of harvest serve",
-                f"idle {idle_rss / 1024:.1f} MiB",
-                f"after {args.requests:,}: {rss_after / 1024:.1f} MiB, after {2 * args.requests:,}: "
-                f"{rss_more / 1024:.1f} MiB",
-                "flat",
             )
         )
 
