@@ -12,7 +12,7 @@ Starts a redis-server (child, password, temp dir), the emulator with ``--ttl``-s
 * delay from a write to every reader's view, p50/p99 (goal: p99 <= 50 ms): the bench writes a probe record every
   250 ms and each reader notes when it first sees it;
 * warm ``get`` (goal <= 5 us) and cold ``get`` (goal <= 1 ms) on Redis beside the file backend, same run;
-* each process's RSS at start and end.
+* each process's RSS at start and end (one cell per process, then min / median / max).
 """
 
 from __future__ import annotations
@@ -50,16 +50,19 @@ seconds, provider = float(sys.argv[1]), sys.argv[2]
 cache = AuthCache.open()
 start_rss = None
 reads = failed = expired = 0
-delays, seen, generations = [], None, set()
+delays, loads, seen, generations = [], [], None, set()
 deadline = time.monotonic() + seconds
 while time.monotonic() < deadline:
     try:
+        started = time.perf_counter()
         probe = cache.get("probe")
+        took = time.perf_counter() - started
         record = cache.get(provider)
         reads += 1
         if probe is not None and probe.extras.get("n") != seen:
             seen = probe.extras.get("n")
             delays.append(time.time() - probe.extras["t"])
+            loads.append(took)  # the get that saw it: a reload (round trip, decrypt, parse)
         if record is not None:
             generations.add(record.harvested_at.isoformat())
         if start_rss is None and record is not None:
@@ -70,7 +73,8 @@ while time.monotonic() < deadline:
         failed += 1
         print(f"read failed: {exc}", file=sys.stderr)
     time.sleep(0.002)
-print(json.dumps({"reads": reads, "failed": failed, "expired": expired, "delays": delays, "rss": [start_rss, rss()],
+print(json.dumps({"reads": reads, "failed": failed, "expired": expired, "delays": delays, "loads": loads,
+                  "rss": [start_rss, rss()],
                   "generations": sorted(generations)}))
 """
 
@@ -92,6 +96,11 @@ def median_us(fn, runs: int) -> float:
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1e6
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted seconds, in milliseconds (nan when there are none)."""
+    return values[min(int(len(values) * q), len(values) - 1)] * 1000 if values else float("nan")
 
 
 def sample_record(name: str) -> SessionRecord:
@@ -183,9 +192,12 @@ def main() -> None:
         ]
         procs += readers
         n = 0
+        puts = []
         while time.monotonic() - started < args.seconds:
             n += 1
+            put_started = time.perf_counter()
             writer.put(SessionRecord("probe", extras={"n": n, "t": time.time()}))
+            puts.append(time.perf_counter() - put_started)
             time.sleep(0.25)
         results = [json.loads(r.communicate(timeout=args.seconds + 60)[0]) for r in readers]
         elapsed = time.monotonic() - started
@@ -222,12 +234,12 @@ def main() -> None:
         generations.add(final.harvested_at.isoformat())
     windows = max(len(generations) - 1, 1)  # the first one was there before the count started
     delays = sorted(d for r in results for d in r["delays"])
-    p50 = delays[len(delays) // 2] * 1000 if delays else float("nan")
-    p99 = delays[int(len(delays) * 0.99)] * 1000 if delays else float("nan")
+    p50, p99 = percentile_ms(delays, 0.5), percentile_ms(delays, 0.99)
+    loads = sorted(d for r in results for d in r["loads"])
+    puts.sort()
     reads = sum(r["reads"] for r in results)
     failed = sum(r["failed"] for r in results)
     expired = sum(r["expired"] for r in results)
-    mib = 1024 * 1024
     print(f"{args.daemons} daemons, {args.readers} readers, {elapsed:.0f} s, {args.ttl:g} s sessions, one redis-server")
     print(
         f"{'browser runs per refresh window':<44}{runs / windows:>10.2f}   goal 1    ({runs} runs, {windows} windows)"
@@ -236,17 +248,37 @@ def main() -> None:
     print(f"{'reads of an expired record':<44}{expired:>10d}   (a refresh slower than the margin)")
     print(f"{'write -> every reader view, p50':<44}{p50:>7.1f} ms")
     print(f"{'write -> every reader view, p99':<44}{p99:>7.1f} ms   goal <= 50 ms  ({len(delays)} samples)")
+    print(
+        f"{'  of which: writer put p50 / p99':<44}{percentile_ms(puts, 0.5):>7.1f} ms / {percentile_ms(puts, 0.99):.1f} ms"
+    )
+    print(
+        f"{'  of which: reader reload p50 / p99':<44}{percentile_ms(loads, 0.5):>7.1f} ms / "
+        f"{percentile_ms(loads, 0.99):.1f} ms   (the rest: pub/sub delivery, the 2 ms poll, scheduling)"
+    )
     print(f"{'warm get, Redis / file':<44}{redis_warm:>7.2f} us / {file_warm:.2f} us   goal <= 5 us")
     print(f"{'cold get, Redis / file':<44}{redis_cold:>7.0f} us / {file_cold:.0f} us   goal <= 1 ms")
-    daemon_rss = ", ".join(
-        f"{a / mib:.0f}->{b / mib:.0f}" for a, b in zip(daemon_rss_start, daemon_rss_end, strict=True)
+    print(
+        f"{'RSS MiB start->end, each process':<44}(start: daemons after the first harvest, readers at their first read)"
     )
-    reader_rss = [r["rss"] for r in results if r["rss"][0]]
-    print(f"{'daemon RSS MiB start->end':<44}{daemon_rss}")
-    if reader_rss:
-        start_mean = statistics.mean(a for a, _ in reader_rss) / mib
-        end_mean = statistics.mean(b for _, b in reader_rss) / mib
-        print(f"{'reader RSS MiB start->end (mean of all)':<44}{start_mean:.1f}->{end_mean:.1f}")
+    rss_rows("daemon", [(a, b) for a, b in zip(daemon_rss_start, daemon_rss_end, strict=True)])
+    rss_rows("reader", [tuple(r["rss"]) for r in results])
+
+
+def rss_rows(kind: str, pairs: list[tuple[int | None, int]]) -> None:
+    """Every process's RSS at start and end, six per line, then min / median / max of each."""
+    mib = 1024 * 1024
+    cells = [f"{(a or 0) / mib:.1f}->{b / mib:.1f}" for a, b in pairs]
+    for i in range(0, len(cells), 6):
+        label = f"  {kind}s {i + 1}-{min(i + 6, len(cells))}"
+        print(f"{label:<44}{'  '.join(cells[i : i + 6])}")
+    starts = [a for a, _ in pairs if a]
+    ends = [b for _, b in pairs]
+    if starts:
+        print(
+            f"{'  ' + kind + 's min / median / max':<44}start {min(starts) / mib:.1f} / "
+            f"{statistics.median(starts) / mib:.1f} / {max(starts) / mib:.1f}, end {min(ends) / mib:.1f} / "
+            f"{statistics.median(ends) / mib:.1f} / {max(ends) / mib:.1f}"
+        )
 
 
 if __name__ == "__main__":
