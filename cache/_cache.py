@@ -264,9 +264,13 @@ class AuthCache:
     def _write(self, mutate: Callable[[dict[str, SessionRecord]], Any]) -> None:
         with self._storage.lock(self.lock_timeout):
             for attempt in range(_CONFLICT_RETRIES):
-                # Re-read under the lock: another process may have written since our last read. A blob we
-                # cannot read raises here, before anything is written, so it is never overwritten.
-                view = self._load()
+                # Another process may have written since our last read. If the storage says our view is still
+                # current, build on it: save() is a compare-and-set on that version, so a write we did not hear
+                # of yet is refused and we re-read below. Otherwise re-read under the lock; a blob we cannot
+                # read raises here, before anything is written, so it is never overwritten.
+                view = self._view
+                if attempt or view is _UNREAD or self._storage.version() != view.token:
+                    view = self._load()
                 records = self._records(view)
                 mutate(records)
                 kdf = view.kdf or self._keys.new_kdf()
@@ -274,7 +278,8 @@ class AuthCache:
                     self._save(records, self._keys.key_for(kdf, create=True), kdf, view.token)
                     return
                 except CacheConflictError:
-                    # Only possible when the lock was lost (a Redis lock past its TTL): read again and redo.
+                    # Our view was older than the storage said, or the lock was lost (a Redis lock past its
+                    # TTL): read again and redo.
                     if attempt == _CONFLICT_RETRIES - 1:
                         raise
 

@@ -140,7 +140,11 @@ class RedisStorage:
         self._watcher: threading.Thread | None = None
         self._stale_logged = False
         self._down_until = 0.0  # after a failed round trip, serve the known view without retrying until then
-        self._start_lock = threading.Lock()  # guards starting the subscriber thread once
+        self._start_lock = threading.Lock()  # guards starting the subscriber and keeper threads once each
+        self._keeper: threading.Thread | None = None
+        # The locks this process holds now, by id: the keeper extends them. Items are set and popped whole
+        # (atomic under the GIL); the keeper iterates over a copy.
+        self._held: dict[int, Any] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisStorage:
@@ -298,25 +302,34 @@ class RedisStorage:
             acquired = lock.acquire()
         if not acquired:
             raise CacheLockTimeout(message, location=self._location)
-        stop = threading.Event()
-        keeper = threading.Thread(
-            target=self._keep, args=(lock, stop, self.lock_ttl), name=f"harvest-lock-{key}", daemon=True
-        )
-        keeper.start()
+        self._ensure_keeper()
+        self._held[id(lock)] = lock
         try:
             yield
         finally:
-            stop.set()
-            keeper.join(SOCKET_TIMEOUT + 1)
+            self._held.pop(id(lock), None)
             with contextlib.suppress(rex.LockError, rex.ConnectionError, rex.TimeoutError, OSError):
                 lock.release()  # a lock that expired meanwhile is another owner's now: redis-py refuses to free it
 
-    @staticmethod
-    def _keep(lock: Any, stop: threading.Event, ttl: float) -> None:
-        """Extend the lock's TTL every third of it while the holder works (a dead holder stops extending)."""
-        while not stop.wait(ttl / 3):
-            with contextlib.suppress(rex.LockError, rex.ConnectionError, rex.TimeoutError, OSError):
-                lock.reacquire()
+    def _ensure_keeper(self) -> None:
+        # One keeper thread per storage, started at the first lock, not one per hold: a thread start waits until
+        # the new thread runs, which on a busy host delayed every write by milliseconds.
+        if self._keeper is not None:
+            return
+        with self._start_lock:
+            if self._keeper is None:
+                self._keeper = threading.Thread(target=self._keep, name="harvest-lock-keeper", daemon=True)
+                self._keeper.start()
+
+    def _keep(self) -> None:
+        """Extend every held lock's TTL every third of it (a dead holder stops extending, so its locks expire).
+
+        A lock taken just before a round is extended early: harmless, and never later than a third of the TTL.
+        """
+        while not self._closing.wait(self.lock_ttl / 3):
+            for lock in list(self._held.values()):
+                with contextlib.suppress(rex.LockError, rex.ConnectionError, rex.TimeoutError, OSError):
+                    lock.reacquire()  # one released meanwhile is refused by redis-py: not ours any more
 
     # -- daemon heartbeats --------------------------------------------------------------------------------------
 
@@ -396,8 +409,9 @@ class RedisStorage:
 
     def close(self) -> None:
         self._closing.set()
-        if self._watcher is not None:
-            self._watcher.join(2)
+        for thread in (self._watcher, self._keeper):
+            if thread is not None:
+                thread.join(2)
         with contextlib.suppress(Exception):
             self._client.close()
 

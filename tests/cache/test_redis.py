@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -199,6 +200,40 @@ def test_cold_get_on_redis_is_one_connection_and_one_round_trip(redis_location: 
     assert connections_after - connections == 1
     assert errors_after == errors  # a CLIENT SETINFO or MAINT_NOTIFICATIONS refused by this Redis counts here
     cold.close()
+    admin.close()
+
+
+def test_a_warm_writer_builds_on_its_view_with_one_keeper_thread(
+    redis_location: str, redis_server: RedisServer
+) -> None:
+    """Puts on a subscribed handle read no blob (the compare-and-set guards the view), and share one keeper thread."""
+    import redis
+
+    cache = AuthCache.open(redis_location)
+    cache.put(make_record())
+    cache.get("cerebras")
+    storage = cache.storage
+    assert isinstance(storage, RedisStorage) and storage._subscribed.wait(5)
+    admin = redis.Redis(port=redis_server.port, password=redis_server.password)
+    before = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    threads = threading.active_count()
+    for i in range(5):
+        cache.put(make_record(api_key=f"k{i}"))
+        assert threading.active_count() == threads  # the keeper started at the first put is reused
+    after = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    assert after.get("cmdstat_mget", 0) == before.get("cmdstat_mget", 0)  # load() is one MGET
+    # Another process's write that this handle has not heard of yet is refused by the compare-and-set, re-read
+    # and kept: no update is lost.
+    other = AuthCache.open(redis_location)
+    other.put(make_record(provider="other"))
+    assert storage.wait_for_version(int(other._view.token), 5)  # type: ignore[arg-type]
+    storage._known = (0, True)  # as if the publish were still in flight: the view looks current
+    cache._view.token = 0
+    cache.put(make_record(api_key="last"))
+    stored = {r.provider: r.api_key for r in AuthCache.open(redis_location).list()}
+    assert stored == {"cerebras": "last", "other": "csk-api-secret"}
+    for handle in (cache, other):
+        handle.close()
     admin.close()
 
 
