@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from providers._exceptions import StreamError
@@ -130,15 +130,17 @@ def feed_data_in_pieces(body: bytes, cuts: list[int]) -> list[bytes]:
 
 @given(body=event_streams(), data=st.data())
 @settings(max_examples=300, deadline=None)
-def test_feed_data_fast_path_agrees_with_the_events(body: bytes, data: st.DataObject) -> None:
+@example(body=b"data: \n\ndata: \nevent: 0\n\r", data=None)  # a last CR is held back: it may start a CRLF
+def test_feed_data_fast_path_agrees_with_the_events(body: bytes, data: st.DataObject | None) -> None:
     """``feed_data`` returns bare payloads only where that loses nothing: the same data as the events, in order,
     and bare payloads only for events that are plain ``message`` events."""
-    cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=8))
+    cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=8)) if data is not None else []
     assert feed_data_in_pieces(body, cuts) == [event.data for event in parse_sse(body)]
     decoder = SSEDecoder()
     result = decoder.feed_data(body)
     if result and isinstance(result[0], bytes):
-        assert all(event.event == "message" for event in parse_sse(body))
+        # Only the events this chunk completed: an unfinished last one is judged when it completes.
+        assert all(event.event == "message" for event in parse_sse(body)[: len(result)])
 
 
 def test_feed_data_takes_the_fast_path_for_a_regular_stream() -> None:
