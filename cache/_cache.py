@@ -236,7 +236,7 @@ class AuthCache:
         check_name(provider)
         found: list[bool] = []
         self._write(lambda records: found.append(records.pop(provider, None) is not None))
-        return found[0]
+        return found[-1]  # the attempt that was saved (a conflict redoes mutate)
 
     def update(self, provider: str, fn: Updater) -> SessionRecord | None:
         """Read-modify-write one record under the lock; ``fn`` returns the new record, or None to delete it."""
@@ -255,13 +255,22 @@ class AuthCache:
             result.append(new)
 
         self._write(mutate)
-        return result[0]
+        return result[-1]  # the attempt that was saved (a conflict redoes mutate)
 
     @property
     def _file_path(self) -> Path | None:
         return getattr(self._storage, "path", None)
 
     def _write(self, mutate: Callable[[dict[str, SessionRecord]], Any]) -> None:
+        if getattr(self._storage, "atomic_save", False):
+            # The server itself does the compare-and-set (Redis): a write built on a view the storage says is
+            # current needs no lock, which saves the lock's round trips. Only a conflict takes the lock below,
+            # so writers racing for one version cannot starve one another.
+            view = self._view
+            if view is not _UNREAD and self._storage.version() == view.token:
+                with contextlib.suppress(CacheConflictError):
+                    self._commit(view, mutate, unlocked=True)
+                    return
         with self._storage.lock(self.lock_timeout):
             for attempt in range(_CONFLICT_RETRIES):
                 # Another process may have written since our last read. If the storage says our view is still
@@ -271,11 +280,8 @@ class AuthCache:
                 view = self._view
                 if attempt or view is _UNREAD or self._storage.version() != view.token:
                     view = self._load()
-                records = self._records(view)
-                mutate(records)
-                kdf = view.kdf or self._keys.new_kdf()
                 try:
-                    self._save(records, self._keys.key_for(kdf, create=True), kdf, view.token)
+                    self._commit(view, mutate)
                     return
                 except CacheConflictError:
                     # Our view was older than the storage said, or the lock was lost (a Redis lock past its
@@ -283,9 +289,30 @@ class AuthCache:
                     if attempt == _CONFLICT_RETRIES - 1:
                         raise
 
-    def _save(self, records: dict[str, SessionRecord], key: bytes, kdf: KdfParams, base: Version | None) -> None:
+    def _commit(
+        self, view: _View, mutate: Callable[[dict[str, SessionRecord]], Any], *, unlocked: bool = False
+    ) -> None:
+        """Apply ``mutate`` to the records of ``view`` and save them, if the storage is still at its version."""
+        records = self._records(view)
+        mutate(records)
+        kdf = view.kdf or self._keys.new_kdf()
+        self._save(records, self._keys.key_for(kdf, create=True), kdf, view.token, unlocked=unlocked)
+
+    def _save(
+        self,
+        records: dict[str, SessionRecord],
+        key: bytes,
+        kdf: KdfParams,
+        base: Version | None,
+        *,
+        unlocked: bool = False,
+    ) -> None:
         raw = {name: rec.to_json() for name, rec in sorted(records.items())}
-        token = self._storage.save(encrypt({"version": DOCUMENT_VERSION, "records": raw}, key, kdf), base)
+        data = encrypt({"version": DOCUMENT_VERSION, "records": raw}, key, kdf)
+        if unlocked:
+            token = self._storage.save(data, base, unlocked=True)  # type: ignore[call-arg]  # an atomic_save storage
+        else:
+            token = self._storage.save(data, base)
         self._view = _View(token, raw, kdf, dict(records))
 
     # -- maintenance ---------------------------------------------------------------------------------------

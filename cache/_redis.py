@@ -38,9 +38,11 @@ LOCK_TTL = 30.0  # seconds a lock survives its holder's death; extended every LO
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
 
-# Compare-and-set: write only if the blob is still at the version the caller read. KEYS: blob, ver.
-# ARGV: data, expected version ("" = no blob), channel. Returns the new version, or -1 on a conflict.
+# Compare-and-set: write only if the blob is still at the version the caller read. KEYS: blob, ver, writer lock.
+# ARGV: data, expected version ("" = no blob), channel, "1" to refuse while the lock is held (a writer without
+# the lock). Returns the new version, or -1 on a conflict.
 _SAVE = """
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local present = redis.call('EXISTS', KEYS[1])
 local current = redis.call('GET', KEYS[2]) or '0'
 if ARGV[2] == '' then
@@ -118,6 +120,11 @@ def split_url(url: str) -> tuple[str, str, float]:
 
 class RedisStorage:
     """The cache blob on Redis, with a local version kept fresh by pub/sub, and Redis locks."""
+
+    #: ``save`` is a compare-and-set done by the server in one script, so ``AuthCache`` writes on a current view
+    #: without the writer lock (two round trips fewer), as ``save(..., unlocked=True)``, which is refused while
+    #: another writer holds the lock; after a conflict it takes the lock.
+    atomic_save = True
 
     def __init__(
         self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, location: str = "redis", lock_ttl: float = LOCK_TTL
@@ -257,10 +264,13 @@ class RedisStorage:
 
     # -- writes ------------------------------------------------------------------------------------------------
 
-    def save(self, data: bytes, expected: Any = None) -> int:
+    def save(self, data: bytes, expected: Any = None, *, unlocked: bool = False) -> int:
+        """Compare-and-set (see ``Storage.save``). ``unlocked``: the caller does not hold the writer lock, so the
+        save is also refused while another writer holds it (a writer under the lock is never starved)."""
         with self._errors():
             result = self._save_script(
-                keys=[self._blob, self._ver], args=[data, "" if expected is None else str(expected), self._channel]
+                keys=[self._blob, self._ver, f"{self.prefix}:lock"],
+                args=[data, "" if expected is None else str(expected), self._channel, "1" if unlocked else "0"],
             )
         if int(result) < 0:
             raise CacheConflictError(f"{self._location} changed while it was being updated", location=self._location)

@@ -21,7 +21,12 @@ StatToken = tuple[int, int, int, int]  # (inode, size, mtime_ns, ctime_ns): chan
 
 
 class Storage(Protocol):
-    """What ``AuthCache`` needs from a place that keeps one encrypted blob."""
+    """What ``AuthCache`` needs from a place that keeps one encrypted blob.
+
+    A storage whose ``save`` is atomic without the lock (the server compares and sets, as Redis does) may set a
+    class attribute ``atomic_save = True`` and accept ``save(data, expected, unlocked=True)``, refused (a conflict)
+    while another writer holds the lock: ``AuthCache`` then tries a write on a current view without the lock.
+    """
 
     @property
     def location(self) -> str:

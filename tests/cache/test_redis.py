@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from cache import AuthCache, CacheUnavailableError, SessionRecord, WrongKeyError, generate_key, open_storage
+from cache import (
+    AuthCache,
+    CacheConflictError,
+    CacheUnavailableError,
+    SessionRecord,
+    WrongKeyError,
+    generate_key,
+    open_storage,
+)
 from cache._redis import RedisStorage
 
 from .._redis import RedisServer, free_port
@@ -232,6 +240,40 @@ def test_a_warm_writer_builds_on_its_view_with_one_keeper_thread(
     cache.put(make_record(api_key="last"))
     stored = {r.provider: r.api_key for r in AuthCache.open(redis_location).list()}
     assert stored == {"cerebras": "last", "other": "csk-api-secret"}
+    for handle in (cache, other):
+        handle.close()
+    admin.close()
+
+
+def test_a_warm_writer_takes_no_lock_and_yields_to_a_locked_one(redis_location: str, redis_server: RedisServer) -> None:
+    """A put on a current view is one compare-and-set (no lock round trips); while another writer holds the lock,
+    such a save is refused and the put waits for the lock instead, so a writer under the lock is never starved."""
+    import redis
+
+    cache = AuthCache.open(redis_location)
+    cache.put(make_record())
+    cache.get("cerebras")
+    storage = cache.storage
+    assert isinstance(storage, RedisStorage) and storage._subscribed.wait(5)
+    admin = redis.Redis(port=redis_server.port, password=redis_server.password)
+    before = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    for i in range(5):
+        cache.put(make_record(api_key=f"k{i}"))
+    after = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    # One SET per put, inside our compare-and-set script; a lock would add a SET NX and a release's DEL each.
+    assert after.get("cmdstat_set", 0) - before.get("cmdstat_set", 0) == 5
+    assert after.get("cmdstat_del", 0) == before.get("cmdstat_del", 0)
+    version = storage.version()
+    other = AuthCache.open(redis_location)
+    with other.storage.lock(5):
+        with pytest.raises(CacheConflictError):
+            storage.save(b"x", version, unlocked=True)
+        done = threading.Event()
+        writer = threading.Thread(target=lambda: (cache.put(make_record(api_key="after")), done.set()))
+        writer.start()
+        assert not done.wait(0.3)  # refused while the lock is held: it waits for the lock
+    writer.join(10)
+    assert done.is_set() and AuthCache.open(redis_location).get("cerebras").api_key == "after"  # type: ignore[union-attr]
     for handle in (cache, other):
         handle.close()
     admin.close()
