@@ -147,13 +147,17 @@ class AuthCache:
 
     # -- reads -------------------------------------------------------------------------------------------
 
-    def get(self, provider: str) -> SessionRecord | None:
+    def get(self, provider: str, *, fresh: bool = False) -> SessionRecord | None:
         """Return the provider's record (expired ones included: check ``is_expired``), or None.
 
         Only this record is parsed: a malformed record raises ``CacheCorruptError`` when it is read (by ``get`` of
         its name, ``list`` or any write), and ``get`` of another name still answers.
+
+        ``fresh``: read the storage now instead of trusting the local view. On Redis the view follows other
+        nodes' writes through pub/sub, a few milliseconds late; a caller that has just taken a lock another node
+        released (single flight) must see that node's write.
         """
-        view = self._current()
+        view = self._load() if fresh else self._current()
         record = view.built.get(provider)
         if record is None:
             raw = view.raw.get(provider)

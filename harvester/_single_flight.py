@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -158,7 +159,8 @@ class SingleFlight:
             step("waiting for other harvests of " + recipe.name)
             async with _held_in_thread(cache, recipe.name, budget * 2 + 30.0):
                 if reuse is not None:
-                    cached = await asyncio.to_thread(cache.get, recipe.name)
+                    # Fresh: the last holder of the lock may be another node whose write has not reached our view.
+                    cached = await asyncio.to_thread(functools.partial(cache.get, recipe.name, fresh=True))
                     if cached is not None and reuse(cached):
                         return cached
                 record = await harvester.harvest(

@@ -279,6 +279,25 @@ def test_a_warm_writer_takes_no_lock_and_yields_to_a_locked_one(redis_location: 
     admin.close()
 
 
+def test_a_fresh_get_sees_a_write_whose_publish_has_not_arrived(redis_location: str) -> None:
+    """``get(fresh=True)`` reads the server, so a caller that just took a lock sees the last holder's write even
+    while this handle's subscriber has not heard of it (single flight reads this way under the harvest lock)."""
+    cache = AuthCache.open(redis_location)
+    cache.put(make_record())
+    cache.get("cerebras")
+    storage = cache.storage
+    assert isinstance(storage, RedisStorage) and storage._subscribed.wait(5)
+    lagging = storage._known
+    other = AuthCache.open(redis_location)
+    other.put(make_record(api_key="from-another-node"))
+    assert storage.wait_for_version(int(other._view.token), 5)  # type: ignore[arg-type]
+    storage._known = lagging  # as if the publish were still on its way
+    assert cache.get("cerebras").api_key == "csk-api-secret"  # type: ignore[union-attr]
+    assert cache.get("cerebras", fresh=True).api_key == "from-another-node"  # type: ignore[union-attr]
+    for handle in (cache, other):
+        handle.close()
+
+
 def test_lock_of_a_killed_holder_frees_within_its_ttl(redis_location: str) -> None:
     """A process SIGKILLed while holding a harvest lock: another takes it within the TTL (2 s here), not before."""
     env = os.environ | {"HARVEST_CACHE": redis_location}
