@@ -181,7 +181,7 @@ class AuthCache:
             return _EMPTY
         if token == view.token:
             return view
-        return self._load()
+        return self._load(known=True)
 
     def _records(self, view: _View) -> dict[str, SessionRecord]:
         """Every record of ``view``, built (and memoised) where not yet; ``CacheCorruptError`` if one is malformed."""
@@ -203,8 +203,11 @@ class AuthCache:
                 location=self.location,
             ) from None
 
-    def _load(self) -> _View:
-        data, token = self._storage.load()
+    def _load(self, *, known: bool = False) -> _View:
+        """Read the blob; ``known``: the one at the version the storage just answered, from a local copy where it
+        keeps one (Redis pushes written blobs to its subscribers), else from the storage."""
+        load_known = getattr(self._storage, "load_known", None) if known else None
+        data, token = load_known() if load_known is not None else self._storage.load()
         if data is None:
             self._view = _EMPTY
             return _EMPTY

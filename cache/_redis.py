@@ -37,10 +37,11 @@ DEFAULT_PREFIX = "harvest"
 LOCK_TTL = 30.0  # seconds a lock survives its holder's death; extended every LOCK_TTL / 3 while held
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
+PUSH_LIMIT = 256 * 1024  # a written blob up to this size goes to every subscriber with the change message
 
 # Compare-and-set: write only if the blob is still at the version the caller read. KEYS: blob, ver, writer lock.
 # ARGV: data, expected version ("" = no blob), channel, "1" to refuse while the lock is held (a writer without
-# the lock). Returns the new version, or -1 on a conflict.
+# the lock), the push channel ("" for a blob too large to push). Returns the new version, or -1 on a conflict.
 _SAVE = """
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local present = redis.call('EXISTS', KEYS[1])
@@ -52,6 +53,7 @@ elseif present == 0 or current ~= ARGV[2] then
 end
 redis.call('SET', KEYS[1], ARGV[1])
 local v = redis.call('INCR', KEYS[2])
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], v .. ':' .. ARGV[1]) end
 redis.call('PUBLISH', ARGV[3], v .. ':1')
 return v
 """
@@ -137,6 +139,10 @@ class RedisStorage:
         self._blob = f"{prefix}:blob"
         self._ver = f"{prefix}:ver"
         self._channel = f"{prefix}:changed"
+        # "<ver>:<blob>" after every write of a blob up to PUSH_LIMIT bytes, published before the change message:
+        # a reader installs the new blob without a round trip.
+        self._push_channel = f"{prefix}:pushed"
+        self._pushed: tuple[int, bytes] | None = None
         self._save_script = client.register_script(_SAVE)
         self._move_script = client.register_script(_MOVE_ASIDE)
         # The latest (version, blob present) we know of, written by the subscriber thread and by our own writes.
@@ -257,6 +263,14 @@ class RedisStorage:
             return None, None
         return bytes(data), int(ver or 0)
 
+    def load_known(self) -> tuple[bytes | None, int | None]:
+        """The blob at the version ``version()`` last answered: the copy a write pushed to us when it is that
+        version (no round trip), else ``load()``."""
+        known, pushed = self._known, self._pushed
+        if known is not None and known[1] and pushed is not None and pushed[0] == known[0]:
+            return pushed[1], pushed[0]
+        return self.load()
+
     def _remember(self, ver: int, present: bool) -> None:
         known = self._known
         if known is None or ver >= known[0]:
@@ -270,7 +284,13 @@ class RedisStorage:
         with self._errors():
             result = self._save_script(
                 keys=[self._blob, self._ver, f"{self.prefix}:lock"],
-                args=[data, "" if expected is None else str(expected), self._channel, "1" if unlocked else "0"],
+                args=[
+                    data,
+                    "" if expected is None else str(expected),
+                    self._channel,
+                    "1" if unlocked else "0",
+                    self._push_channel if len(data) <= PUSH_LIMIT else "",
+                ],
             )
         if int(result) < 0:
             raise CacheConflictError(f"{self._location} changed while it was being updated", location=self._location)
@@ -388,7 +408,8 @@ class RedisStorage:
         while not self._closing.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self._channel)
+                self._pushed = None  # a copy from before a reconnect may be of another server's version count
+                pubsub.subscribe(self._push_channel, self._channel)
                 # Read the version only once subscribed: no write can fall between the two.
                 pipe = self._client.pipeline(transaction=True)
                 pipe.get(self._ver)
@@ -402,7 +423,14 @@ class RedisStorage:
                 delay = 0.05
                 while not self._closing.is_set():
                     message = pubsub.get_message(timeout=0.5)
-                    if message and message.get("type") == "message":
+                    if not message or message.get("type") != "message":
+                        continue
+                    if message["channel"] == self._push_channel.encode():
+                        # In order on this connection; a server restarted since restarts its counter, but then
+                        # this connection broke and the copy was dropped at the new subscribe.
+                        ver_text, _, blob = message["data"].partition(b":")
+                        self._pushed = (int(ver_text), blob)
+                    else:
                         ver_text, _, flag = message["data"].decode().partition(":")
                         self._remember(int(ver_text), flag == "1")
             except (rex.RedisError, OSError, ValueError):

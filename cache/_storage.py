@@ -25,7 +25,9 @@ class Storage(Protocol):
 
     A storage whose ``save`` is atomic without the lock (the server compares and sets, as Redis does) may set a
     class attribute ``atomic_save = True`` and accept ``save(data, expected, unlocked=True)``, refused (a conflict)
-    while another writer holds the lock: ``AuthCache`` then tries a write on a current view without the lock.
+    while another writer holds the lock: ``AuthCache`` then tries a write on a current view without the lock. It may
+    also offer ``load_known()``: the blob at the version ``version()`` last answered, from a local copy if it keeps
+    one (``AuthCache`` reloads a changed view with it; a fresh read still calls ``load()``).
     """
 
     @property

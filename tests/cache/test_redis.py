@@ -298,6 +298,31 @@ def test_a_fresh_get_sees_a_write_whose_publish_has_not_arrived(redis_location: 
         handle.close()
 
 
+def test_a_reader_installs_a_pushed_write_without_a_round_trip(redis_location: str, redis_server: RedisServer) -> None:
+    """Another node's write reaches a subscribed reader with its blob: the reader's next get answers the new
+    record and sends the server nothing."""
+    import redis
+
+    reader = AuthCache.open(redis_location)
+    writer = AuthCache.open(redis_location)
+    writer.put(make_record())
+    assert reader.get("cerebras") is not None
+    reader.get("cerebras")
+    storage = reader.storage
+    assert isinstance(storage, RedisStorage) and storage._subscribed.wait(5)
+    admin = redis.Redis(port=redis_server.port, password=redis_server.password)
+    writer.put(make_record(api_key="pushed"))
+    assert storage.wait_for_version(int(writer._view.token), 5)  # type: ignore[arg-type]
+    before = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    assert reader.get("cerebras").api_key == "pushed"  # type: ignore[union-attr]
+    after = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    assert after.get("cmdstat_mget", 0) == before.get("cmdstat_mget", 0)
+    assert reader.get("cerebras", fresh=True).api_key == "pushed"  # type: ignore[union-attr]
+    for handle in (reader, writer):
+        handle.close()
+    admin.close()
+
+
 def test_lock_of_a_killed_holder_frees_within_its_ttl(redis_location: str) -> None:
     """A process SIGKILLed while holding a harvest lock: another takes it within the TTL (2 s here), not before."""
     env = os.environ | {"HARVEST_CACHE": redis_location}
