@@ -120,6 +120,18 @@ def split_url(url: str) -> tuple[str, str, float]:
     return plain, prefix, ttl
 
 
+class _Shared:
+    """A process-wide redis-py client and how many open handles use it."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.handles = 0
+
+
+_CLIENTS: dict[str, _Shared] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 class RedisStorage:
     """The cache blob on Redis, with a local version kept fresh by pub/sub, and Redis locks."""
 
@@ -158,22 +170,32 @@ class RedisStorage:
         # The locks this process holds now, by id: the keeper extends them. Items are set and popped whole
         # (atomic under the GIL); the keeper iterates over a copy.
         self._held: dict[int, Any] = {}
+        self._shared_key: str | None = None  # set by from_url: the key of the process-wide client it uses
 
     @classmethod
     def from_url(cls, url: str) -> RedisStorage:
         """Open ``redis://[:password@]host:port/db``, ``rediss://…`` or ``unix:///path.sock`` (``?prefix=NAME``)."""
         plain, prefix, ttl = split_url(url)
-        try:
-            client = redis.Redis.from_url(
-                plain,
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=SOCKET_TIMEOUT,
-                retry_on_timeout=False,
-                **_CONNECTION_OPTIONS,
-            )
-        except ValueError as exc:
-            raise CacheError(f"bad cache URL {redact(url)}: {exc}") from None
-        return cls(client, prefix=prefix, location=redact(url), lock_ttl=ttl)
+        with _CLIENTS_LOCK:
+            # One client (one connection pool) per cache URL in a process, however many handles open it: a new
+            # handle's first read then costs a round trip, not a client, a TCP connection and an AUTH.
+            shared = _CLIENTS.get(url)
+            if shared is None:
+                try:
+                    client = redis.Redis.from_url(
+                        plain,
+                        socket_connect_timeout=CONNECT_TIMEOUT,
+                        socket_timeout=SOCKET_TIMEOUT,
+                        retry_on_timeout=False,
+                        **_CONNECTION_OPTIONS,
+                    )
+                except ValueError as exc:
+                    raise CacheError(f"bad cache URL {redact(url)}: {exc}") from None
+                shared = _CLIENTS[url] = _Shared(client)
+            shared.handles += 1
+        storage = cls(shared.client, prefix=prefix, location=redact(url), lock_ttl=ttl)
+        storage._shared_key = url
+        return storage
 
     @property
     def location(self) -> str:
@@ -450,6 +472,16 @@ class RedisStorage:
         for thread in (self._watcher, self._keeper):
             if thread is not None:
                 thread.join(2)
+        key, self._shared_key = self._shared_key, None
+        if key is not None:
+            with _CLIENTS_LOCK:
+                shared = _CLIENTS.get(key)
+                if shared is None or shared.client is not self._client:
+                    return  # closed already
+                shared.handles -= 1
+                if shared.handles > 0:
+                    return  # other handles of this process still use the client
+                del _CLIENTS[key]
         with contextlib.suppress(Exception):
             self._client.close()
 

@@ -183,10 +183,13 @@ def test_warm_get_on_redis_makes_no_round_trip(redis_location: str) -> None:
 
 
 def test_cold_get_on_redis_is_one_connection_and_one_round_trip(redis_location: str, redis_server: RedisServer) -> None:
-    """A first get opens one connection, sends AUTH and one MGET: no version check, handshake extras or subscriber."""
+    """A first get opens one connection, sends AUTH and one MGET: no version check, handshake extras or subscriber;
+    another handle opened meanwhile in the same process shares that client and sends one MGET."""
     import redis
 
-    AuthCache.open(redis_location).put(make_record())
+    writer = AuthCache.open(redis_location)
+    writer.put(make_record())
+    writer.close()  # the last handle on the process's client: the next open starts a new one
     admin = redis.Redis(port=redis_server.port, password=redis_server.password)
 
     def counts() -> tuple[dict[str, int], int, int]:
@@ -207,7 +210,15 @@ def test_cold_get_on_redis_is_one_connection_and_one_round_trip(redis_location: 
     assert sent == {"cmdstat_auth": 1, "cmdstat_mget": 1}
     assert connections_after - connections == 1
     assert errors_after == errors  # a CLIENT SETINFO or MAINT_NOTIFICATIONS refused by this Redis counts here
-    cold.close()
+    second = AuthCache.open(redis_location)
+    assert second.get("cerebras") == make_record()
+    final, connections_final, _ = counts()
+    sent = {name: final[name] - after.get(name, 0) for name in final if final[name] != after.get(name, 0)}
+    sent.pop("cmdstat_info")
+    assert sent == {"cmdstat_mget": 1}
+    assert connections_final == connections_after
+    for handle in (cold, second):
+        handle.close()
     admin.close()
 
 
