@@ -142,7 +142,14 @@ def start_flaresolverr(python: Path, workdir: Path) -> tuple[subprocess.Popen[st
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "CHROME_EXE_PATH": CHROMIUM, "LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "CHROME_EXE_PATH": CHROMIUM,
+        "LOG_LEVEL": "warning",
+        "TMPDIR": str(workdir),  # its browser's profile (DrissionPage) goes under our temp dir, removed with it
+    }
     process = subprocess.Popen(
         [str(python), "-m", "flaresolverr"],
         cwd=workdir,
@@ -150,6 +157,7 @@ def start_flaresolverr(python: Path, workdir: Path) -> tuple[subprocess.Popen[st
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,  # its own process group: stop() takes its Chromium down with it
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -161,12 +169,13 @@ def start_flaresolverr(python: Path, workdir: Path) -> tuple[subprocess.Popen[st
             time.sleep(0.5)
         if process.poll() is not None:
             break
-    process.kill()
-    process.wait()
+    stop(process, group=True)
     return None
 
 
-def stop(process: subprocess.Popen[str]) -> None:
+def stop(process: subprocess.Popen[str], *, group: bool = False) -> None:
+    """Stop a child; ``group``: it was started in its own session (FlareSolverr), so stop every process of its group
+    too, since the browser it launched does not exit with it."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -174,6 +183,16 @@ def stop(process: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if group:
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            if sig == signal.SIGTERM:
+                time.sleep(0.5)  # give the browser a moment to exit on its own before SIGKILL
 
 
 # -- load ---------------------------------------------------------------------------------------------------
@@ -480,7 +499,7 @@ def run_flaresolverr(emu: str, runs: int, home: Path) -> dict[str, float]:
             except urllib.error.HTTPError as exc:
                 print(f"  FlareSolverr {name}: failed: HTTP {exc.code} {exc.read()[:300]!r}", flush=True)
     finally:
-        stop(process)
+        stop(process, group=True)
     return results
 
 
