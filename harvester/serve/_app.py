@@ -102,18 +102,23 @@ class ServeState:
         Raises:
             BadRequest: too large (413), not JSON (400), or the body stalled.
         """
-        if request.content_length is not None and request.content_length > self.limits.max_body:
-            raise BadRequest(f"the request body is larger than {self.limits.max_body} bytes", 413)
+        limit = self.limits.max_body
+        if request.content_length is not None and request.content_length > limit:
+            raise BadRequest(f"the request body is larger than {limit} bytes", 413)
+        content = request.content
         try:
-            if request.content.is_eof():
-                raw = await request.read()  # the whole body came with the head: nothing to wait for, no timer
+            if content.is_eof():
+                # The whole body came with the head: nothing to wait for, no timer, no read loop.
+                raw = content.read_nowait()
             else:
                 async with asyncio.timeout(self.limits.idle_timeout):
                     raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise BadRequest(f"the request body is larger than {self.limits.max_body} bytes", 413) from None
+            raw = None
         except TimeoutError:
             raise BadRequest("the request body stalled") from None
+        if raw is None or len(raw) > limit:  # a chunked body has no Content-Length to check first
+            raise BadRequest(f"the request body is larger than {limit} bytes", 413)
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -26,6 +26,8 @@ import orjson
 from aiohttp import web
 
 from harvester.daemon._logging import log_event
+from providers._registry import PROVIDERS
+from providers._types import FinishReason, ImageResponse, Reasoning, Usage
 
 from ._app import BadRequest, error_response
 
@@ -43,6 +45,8 @@ _DONE = b"data: [DONE]\n\n"
 _OPEN_TAIL = '},"finish_reason":null}]}\n\n'  # closes a delta object and the chunk of an unfinished answer
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _ONLY_TEXT = {str}
+#: Items that end an answer: they send nothing themselves, their content goes into the last chunk.
+_END_TYPES = (FinishReason, Usage)
 #: A str as a JSON string (with its quotes; non-ASCII kept): the json module's C function behind json.dumps.
 _quote: Callable[[str], str] = encode_basestring
 
@@ -172,8 +176,6 @@ class Gateway:
 
     def resolve(self, model: Any) -> tuple[type[Provider], str]:
         """``provider/model`` (or a bare model of the default provider) -> (provider class, model)."""
-        from providers import PROVIDERS
-
         if not isinstance(model, str) or not model:
             raise GatewayError(
                 400, "'model' is required: use provider/model, e.g. cerebras/llama3.1-8b", "invalid_model"
@@ -193,7 +195,6 @@ class Gateway:
 
     async def models(self, request: web.Request) -> web.Response:
         """Every provider's models as ``provider/model`` ids (plus the default provider's bare ids)."""
-        from providers import PROVIDERS
 
         async def one(name: str, provider: type[Provider]) -> list[str]:
             try:
@@ -256,8 +257,6 @@ class Gateway:
             return translate(exc).response(request.path)
 
     async def _complete(self, batches: AsyncIterator[Sequence[Any]], model: str) -> web.Response:
-        from providers import FinishReason, ImageResponse, Reasoning, Usage
-
         text: list[str] = []
         reasoning: list[str] = []
         usage: Usage | None = None
@@ -336,8 +335,6 @@ class Gateway:
 
     async def images(self, request: web.Request) -> web.Response:
         """Images for a prompt (DeepInfra by default), as ``url`` or ``b64_json`` per ``response_format``."""
-        from providers import PROVIDERS
-
         try:
             body = await self.state.read_json(request)
             if not isinstance(body, dict):
@@ -425,13 +422,23 @@ class _ChunkEncoder:
 
     def encode(self, batch: Sequence[Any]) -> bytes:
         """The events of one batch of items (``b""`` when none of them is sent as an event)."""
-        if _ONLY_TEXT == set(map(type, batch)):  # the common batch: text deltas only
-            return (self._content + self._between.join(map(_quote, batch)) + _OPEN_TAIL).encode()
-        from providers import FinishReason, ImageResponse, Reasoning, Usage
-
+        # The common batches: text deltas only, or text deltas and then the answer's end (its finish reason
+        # and usage, which are sent with the last chunk): a small answer often comes in one read.
+        texts = batch
+        if batch and type(batch[-1]) is not str:
+            end = len(batch)
+            while end and type(batch[end - 1]) in _END_TYPES:
+                end -= 1
+            texts = batch[:end]
+            for item in batch[end:]:
+                self._take_end(item)
+        if _ONLY_TEXT == set(map(type, texts)):
+            return (self._content + self._between.join(map(_quote, texts)) + _OPEN_TAIL).encode()
+        if not texts:
+            return b""
         parts: list[str] = []
         append = parts.append
-        for item in batch:
+        for item in texts:
             if isinstance(item, str):
                 append(self._content)
                 append(_quote(str(item)))
@@ -440,16 +447,20 @@ class _ChunkEncoder:
                 append(self._reasoning)
                 append(_quote(item.text))
                 append(_OPEN_TAIL)
-            elif isinstance(item, Usage):
-                self._usage = item
-            elif isinstance(item, FinishReason):
-                self.finish = item.reason
-                self.finished = True
             elif isinstance(item, ImageResponse):
                 append(self._content)
                 append(_quote("\n".join(f"![image]({url})" for url in item.images)))
                 append(_OPEN_TAIL)
+            else:
+                self._take_end(item)
         return "".join(parts).encode()
+
+    def _take_end(self, item: Any) -> None:
+        if isinstance(item, Usage):
+            self._usage = item
+        elif isinstance(item, FinishReason):
+            self.finish = item.reason
+            self.finished = True
 
     def end(self) -> bytes:
         """The last chunk (``finish_reason`` and ``usage``) and ``[DONE]``."""

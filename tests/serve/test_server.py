@@ -87,6 +87,46 @@ def test_body_over_the_limit_is_413(serve_factory: Callable[..., Server]) -> Non
     assert status == 413 and body["error"]["type"] == "invalid_request_error"
 
 
+def _raw_post(server: Server, path: str, parts: list[bytes], *, chunked: bool, pause: float | None) -> bytes:
+    """POST ``parts`` as the body over a raw socket (chunked, or with a Content-Length): in one send with the
+    head (``pause`` None), or each part ``pause`` seconds after the one before."""
+    host, port = server.url.removeprefix("http://").split(":")
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % sum(map(len, parts))
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s\r\n\r\n" % (path.encode(), framing)
+    pieces = [b"%x\r\n%s\r\n" % (len(part), part) for part in parts] + [b"0\r\n\r\n"] if chunked else parts
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        if pause is None:
+            sock.sendall(head + b"".join(pieces))
+        else:
+            sock.sendall(head)
+            for piece in pieces:
+                time.sleep(pause)
+                sock.sendall(piece)
+        received = b""
+        while b"\r\n\r\n" not in received or not received.rstrip().endswith((b"}", b"]")):
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+    return received
+
+
+@pytest.mark.parametrize("pause", [None, 0.2])
+def test_a_chunked_body_is_held_to_the_limit_whether_it_comes_at_once_or_later(
+    serve_factory: Callable[..., Server], pause: float | None
+) -> None:
+    """A chunked body (no Content-Length to check first) over `max_body` is 413, whether it came with the head or
+    after it; one within the limit is read whole."""
+    server = serve_factory(max_body=1000)
+    big = [b'{"cmd": "', b"x" * 600, b"x" * 600, b'"}']
+    assert _raw_post(server, "/v1", big, chunked=True, pause=pause).startswith(b"HTTP/1.1 413")
+    small = [b'{"cmd": ', b'"sessions.list"}']
+    answer = _raw_post(server, "/v1", small, chunked=True, pause=pause)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"sessions":[]' in answer
+    answer = _raw_post(server, "/v1", small, chunked=False, pause=pause)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"sessions":[]' in answer
+
+
 def test_a_silent_connection_is_closed_after_the_header_timeout(serve_factory: Callable[..., Server]) -> None:
     """A client that opens a connection and never finishes its request head is cut off at `header_timeout`."""
     server = serve_factory(header_timeout=0.5, idle_timeout=30)
