@@ -90,22 +90,51 @@ class _Reaper:
 
 
 def our_children() -> list[tuple[int, str, int, str]]:
-    """Our child processes, read from ``/proc``: ``(pid, state, process group, command name)`` each."""
+    """Our child processes, read from ``/proc``: ``(pid, state, process group, command name)`` each.
+
+    The kernel lists each thread's children in ``/proc/self/task/TID/children``; reading those and then our few
+    children's ``stat`` costs a handful of reads, where a scan of every ``/proc/PID/stat`` on the machine cost
+    milliseconds five times a second while a browser ran (2% of a core in ``harvest serve``, measured with
+    ~140 processes). The scan stays as the fallback for a kernel without the children files.
+    """
+    pids = _listed_children()
+    if pids is None:
+        pids = [entry.name for entry in os.scandir("/proc") if entry.name.isdigit()]
     me = str(os.getpid())
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid in pids:
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
                 stat = handle.read().decode("utf-8", "replace")
         except OSError:
             continue
         comm_end = stat.rfind(")")
         fields = stat[comm_end + 2 :].split()
         if len(fields) > 2 and fields[1] == me:
-            found.append((int(entry.name), fields[0], int(fields[2]), stat[stat.find("(") + 1 : comm_end]))
+            found.append((int(pid), fields[0], int(fields[2]), stat[stat.find("(") + 1 : comm_end]))
     return found
+
+
+def _listed_children() -> list[str] | None:
+    """The pids in our threads' ``children`` files, or None when the kernel has none (CONFIG_PROC_CHILDREN)."""
+    pids: list[str] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    listed = False
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children", "rb") as handle:
+                pids += handle.read().decode().split()
+            listed = True
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/self/task/{task}"):
+                continue  # a thread that ended meanwhile
+            return None
+        except OSError:
+            continue
+    return pids if listed else None
 
 
 def exited_children() -> list[tuple[int, int, str]]:
