@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -31,7 +32,7 @@ from ._app import BadRequest
 from ._fetch import Fetched, FetchError, fetch
 from ._limits import Full
 from ._runs import Harvested
-from ._sessions import SessionNameError, record_name, usable
+from ._sessions import Session, SessionNameError, record_name, usable
 
 if TYPE_CHECKING:
     from ._app import ServeState
@@ -45,6 +46,21 @@ _KNOWN_FIELDS = frozenset(
     {"cmd", "url", "session", "session_ttl_minutes", "maxTimeout", "cookies", "returnOnlyCookies", "proxy", "postData"}
 )
 _COMMANDS = ("request.get", "request.post", "sessions.create", "sessions.list", "sessions.destroy")
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """A checked ``request.get`` / ``request.post``: what to fetch, for which record, through which proxy, by when."""
+
+    url: str
+    method: str
+    body: bytes | None
+    cookies: dict[str, str]
+    name: str  # the record: the session's, else the URL's host
+    session: Session | None
+    proxy: str | None
+    only_cookies: bool
+    deadline: float  # loop time
 
 
 class CommandError(Exception):
@@ -178,6 +194,17 @@ class FlareSolverr:
     # -- request.get / request.post ---------------------------------------------------------------------------
 
     async def _request(self, payload: Mapping[str, Any], method: str, seconds: float) -> dict[str, Any]:
+        ask = self._ask(payload, method, seconds)
+        record = self.state.cache.get(ask.name)
+        if not usable(record, proxy=ask.proxy, ttl=ask.session.ttl if ask.session else None):
+            return await self._from_run(ask, await self._run(ask, stale=record))
+        assert record is not None
+        if ask.only_cookies:
+            return self._solution(ask.url, record, None, False)
+        return await self._from_fetch(ask, record)
+
+    def _ask(self, payload: Mapping[str, Any], method: str, seconds: float) -> _Ask:
+        """The request's fields, checked; its record name and proxy (a session's own, else the request's)."""
         url = payload.get("url")
         if not isinstance(url, str) or not url:
             raise CommandError(f"Request parameter 'url' is mandatory in 'request.{method.lower()}' command.")
@@ -204,52 +231,51 @@ class FlareSolverr:
             name = self._name(parts.hostname)
             proxy = _proxy_url(payload.get("proxy"))
             self.state.secrets_seen(proxy)
-        deadline = asyncio.get_running_loop().time() + seconds
-        record = self.state.cache.get(name)
-        fresh = usable(record, proxy=proxy, ttl=session.ttl if session else None)
-        only_cookies = bool(payload.get("returnOnlyCookies"))
-        harvested: Harvested | None = None
-        if not fresh:
-            harvested = await self._run(
-                name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=record
-            )
-            record = harvested.record
-        assert record is not None
-        if only_cookies:
-            if session is not None and harvested is not None:
-                self.state.sessions.mark(session)
-            return self._solution(url, record, None, harvested is not None)
-        page = _page_for(harvested, url, method, cookies)
-        fetched = None
-        if page is None:
-            fetched = await self._fetch(url, record, method, body, cookies, proxy, deadline)
-            if fetched.challenged and harvested is None:
-                harvested = await self._run(
-                    name, url=_origin_url(url, method), proxy=proxy, deadline=deadline, stale=record
-                )
-                record = harvested.record
-                page = _page_for(harvested, url, method, cookies)
-                fetched = (
-                    None if page is not None else await self._fetch(url, record, method, body, cookies, proxy, deadline)
-                )
-            if fetched is not None and fetched.challenged:
-                raise CommandError(
-                    f"Error solving the challenge. {url} still answers with a challenge right after a browser "
-                    "cleared it."
-                )
-        if session is not None and harvested is not None:
-            self.state.sessions.mark(session)
-        if page is not None:
-            return self._solution(url, record, page, True)
-        return self._solution(url, record, fetched, harvested is not None)
+        return _Ask(
+            url=url,
+            method=method,
+            body=body,
+            cookies=cookies,
+            name=name,
+            session=session,
+            proxy=proxy,
+            only_cookies=bool(payload.get("returnOnlyCookies")),
+            deadline=asyncio.get_running_loop().time() + seconds,
+        )
 
-    async def _run(
-        self, name: str, *, url: str, proxy: str | None, deadline: float, stale: SessionRecord | None
-    ) -> Harvested:
+    async def _from_fetch(self, ask: _Ask, record: SessionRecord) -> dict[str, Any]:
+        """The answer from a usable record: the page fetched with it, or a browser run's when it meets a challenge."""
+        fetched = await self._fetch(ask, record)
+        if fetched.challenged:
+            return await self._from_run(ask, await self._run(ask, stale=record))
+        return self._solution(ask.url, record, fetched, False)
+
+    async def _from_run(self, ask: _Ask, harvested: Harvested) -> dict[str, Any]:
+        """The answer after a browser run: its cookies, the page it saw, or the page fetched with its record."""
+        record = harvested.record
+        answer: Fetched | PageState | None = None
+        if not ask.only_cookies:
+            answer = _page_for(harvested, ask.url, ask.method, ask.cookies)
+            if answer is None:
+                answer = await self._fetch(ask, record)
+                if answer.challenged:
+                    raise CommandError(
+                        f"Error solving the challenge. {ask.url} still answers with a challenge right after a "
+                        "browser cleared it."
+                    )
+        if ask.session is not None:
+            self.state.sessions.mark(ask.session)
+        return self._solution(ask.url, record, answer, True)
+
+    async def _run(self, ask: _Ask, *, stale: SessionRecord | None) -> Harvested:
+        deadline = ask.deadline
         remaining = deadline - asyncio.get_running_loop().time()
+        url = _origin_url(ask.url, ask.method)
         try:
             async with asyncio.timeout_at(deadline):  # the run goes on for the others; this request gives up
-                return await self.state.runs.run(name, url=url, proxy=proxy, stale=stale, timeout=max(remaining, 1.0))
+                return await self.state.runs.run(
+                    ask.name, url=url, proxy=ask.proxy, stale=stale, timeout=max(remaining, 1.0)
+                )
         except Full:
             raise
         except HarvestError as exc:
@@ -257,27 +283,18 @@ class FlareSolverr:
         except ValueError as exc:  # a proxy Chromium cannot use
             raise CommandError(str(exc)) from None
 
-    async def _fetch(
-        self,
-        url: str,
-        record: SessionRecord,
-        method: str,
-        body: bytes | None,
-        cookies: dict[str, str],
-        proxy: str | None,
-        deadline: float,
-    ) -> Fetched:
+    async def _fetch(self, ask: _Ask, record: SessionRecord) -> Fetched:
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(ask.deadline):
                 return await fetch(
                     self.state.transport,
-                    url=url,
+                    url=ask.url,
                     record=record,
-                    method=method,
-                    body=body,
-                    cookies=cookies,
-                    proxy=proxy,
-                    deadline=deadline,
+                    method=ask.method,
+                    body=ask.body,
+                    cookies=ask.cookies,
+                    proxy=ask.proxy,
+                    deadline=ask.deadline,
                 )
         except ProviderTimeout:
             raise TimeoutError from None  # the transport's clock ran out first: the same maxTimeout error

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 import logging
 import time
@@ -327,8 +326,10 @@ class Gateway:
             closing = getattr(batches, "aclose", None)
             if closing is not None:
                 await closing()  # the provider's response is closed now, not when the generator is collected
-            with contextlib.suppress(ConnectionError):  # a client that left mid-stream is not a server error
+            try:
                 await response.write_eof(end)
+            except ConnectionError:
+                pass  # a client that left mid-stream is not a server error
         return response
 
     # -- POST /v1/images/generations ---------------------------------------------------------------------------
