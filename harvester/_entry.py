@@ -156,10 +156,43 @@ def main() -> None:
         signal.signal(signal.SIGINT, _interrupted_while_loading)
     fast = _parse_cache_get(sys.argv[1:])
     launched = None if fast is not None else _launch_early(sys.argv[1:])
+    oneshot = fast is None and _is_oneshot_harvest(sys.argv[1:])
+    code: object = 0
     try:
         _main(fast, launched, handles_sigint)
+    except SystemExit as exc:
+        if not oneshot:
+            raise
+        code = exc.code
     finally:
         _stop_early(launched)
+    if oneshot:
+        # Every browser is stopped and reaped, its profile removed and each record saved: what is left is the
+        # interpreter's own teardown (freeing every object and ~300 modules, ~80 ms of the user's wait).
+        exit_now(code)
+
+
+def exit_now(code: object) -> None:
+    """Flush stdout and stderr, then end the process at once with ``code`` (as ``sys.exit`` reads it), skipping
+    the interpreter's teardown: only once nothing is left to clean up (no child, no temp file, no lock).
+
+    A stdout that cannot be flushed (a closed pipe) exits 120 with no traceback, as Python's own exit does.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    for stream, failed in ((sys.stdout, 120), (sys.stderr, None)):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            if failed is not None and status == 0:
+                status = failed
+    os._exit(status & 0xFF)
 
 
 def _main(fast: tuple[str, str, bool] | None, launched: BrowserProcess | None, handles_sigint: bool) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ HARVEST = str(ROOT / ".venv" / "bin" / "harvest")
 
 Timing = tuple[float, float]  # (record ready, everything torn down), seconds from the start
 PHASE_LOG: dict[str, list[dict[str, float]]] = {}  # variant -> per-run phase durations
+CPU_LOG: dict[str, list[float]] = {}  # CLI variant -> CPU seconds per run (harvest and every Chromium process)
 
 
 async def cold_run(backend: str, url: str, cache: AuthCache) -> Timing:
@@ -92,18 +94,24 @@ def warm_runner(
     return run, harvester
 
 
-def cli_runner(env: dict[str, str], *args: str) -> Callable[[], Awaitable[Timing]]:
-    """The wall time of one `harvest ARGS` process, as a user waits for it."""
+def cli_runner(env: dict[str, str], name: str, *args: str) -> Callable[[], Awaitable[Timing]]:
+    """The wall time of one `harvest ARGS` process, as a user waits for it (and its CPU time, in ``CPU_LOG``)."""
 
     async def run() -> Timing:
+        # The command reaps its Chromium's helpers (it is their subreaper), so once we have reaped the command
+        # our children's CPU time holds every process of the run; nothing else of ours runs meanwhile.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             HARVEST, *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         _, err = await proc.communicate()
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise RuntimeError(f"harvest {' '.join(args)} exited {proc.returncode}: {err.decode()[-500:]}")
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        CPU_LOG.setdefault(name, []).append(cpu)
         return elapsed, elapsed
 
     return run
@@ -182,9 +190,13 @@ async def plain_playwright_run(url: str, major: int) -> Timing:
 async def measure(runs: int, fn: Callable[[], Awaitable[Timing]], name: str) -> list[Timing]:
     """Run ``fn`` ``runs`` times after one warm-up (disk cache, a warm browser), one after another."""
     before = {variant: len(log) for variant, log in PHASE_LOG.items()}
+    cpu_before = {variant: len(log) for variant, log in CPU_LOG.items()}
     await fn()
+    # The warm-up's phases and CPU time do not count.
     for variant, log in PHASE_LOG.items():
-        del log[before.get(variant, 0) :]  # the warm-up's phases do not count
+        del log[before.get(variant, 0) :]
+    for variant, cpu_log in CPU_LOG.items():
+        del cpu_log[cpu_before.get(variant, 0) :]
     timings = [await fn() for _ in range(runs)]
     print(f"  measured {name}", file=sys.stderr, flush=True)
     return timings
@@ -216,12 +228,11 @@ async def main() -> None:
                 major = identity.major
             for backend in BACKENDS:
                 cli = ["--base-url", emu.url, "--backend", backend]
-                results[f"cli --all {backend}"] = await measure(
-                    args.runs, cli_runner(env, "--all", *cli), f"cli --all {backend}"
-                )
-                results[f"cli cerebras {backend}"] = await measure(
-                    args.runs, cli_runner(env, "--provider", "cerebras", *cli), f"cli cerebras {backend}"
-                )
+                for name, target in (
+                    (f"cli --all {backend}", ["--all"]),
+                    (f"cli cerebras {backend}", ["--provider", "cerebras"]),
+                ):
+                    results[name] = await measure(args.runs, cli_runner(env, name, *target, *cli), name)
                 for spare in (True, False):
                     name = f"warm {backend}" if spare else f"warm b2b {backend}"
                     run, harvester = warm_runner(backend, emu.url, cache, spare=spare)
@@ -257,6 +268,9 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
     def ready(name: str) -> float:
         return _median([r for r, _ in results.get(name, [])])
 
+    def cpu(name: str) -> float:
+        return _median(CPU_LOG.get(name, []))
+
     print(f"harvest benchmark, think_ms={args.think_ms:g}, {args.runs} runs each (medians, seconds)")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (over ~1 means noisy figures)")
     print(f"{'measure':<44}{'nodriver':>10}{'playwright':>12}{'goal':>10}")
@@ -269,6 +283,13 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
         ("3. cold harvest in process, ready", [ready(f"cold {b}") for b in BACKENDS], ""),
         ("   cold harvest in process, total", [total(f"cold {b}") for b in BACKENDS], "0.85/1.0"),
         ("4. `harvest --provider cerebras`, CLI wall", [total(f"cli cerebras {b}") for b in BACKENDS], "1.0"),
+        ("   CPU per `harvest --all` (with Chromium)", [cpu(f"cli --all {b}") for b in BACKENDS], ""),
+        ("   CPU per `--provider cerebras` (same)", [cpu(f"cli cerebras {b}") for b in BACKENDS], ""),
+        (
+            "   CPU ratio, --all / --provider (x)",
+            [cpu(f"cli --all {b}") / cpu(f"cli cerebras {b}") for b in BACKENDS],
+            "",
+        ),
     ]
     for label, (nd, pw), goal in rows:
         print(f"{label:<44}{nd:>10.3f}{pw:>12.3f}{goal:>10}")

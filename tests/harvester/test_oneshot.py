@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -42,3 +44,38 @@ def test_summary_line_words_expiry_like_the_cache_list() -> None:
     )
     old = record.replace(expires_at=now - timedelta(seconds=120))
     assert "expired 2 min ago" in summary_line(old, elapsed=1.0, now=now)
+
+
+def _exit_now(code: str, *, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    """Run a child that prints 1,000 characters to its stdout (a pipe: they stay in the buffer), then ``exit_now(code)``."""
+    script = f"from harvester._entry import exit_now; print('x' * 1000, end=''); exit_now({code})"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as by default
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+
+
+def test_exit_now_flushes_output_and_keeps_the_code() -> None:
+    """The one-shot's quick exit (no interpreter teardown) still writes all buffered output and exits as sys.exit."""
+    done = _exit_now("3")
+    assert (len(done.stdout), done.returncode, done.stderr) == (1000, 3, "")
+    assert _exit_now("None").returncode == 0
+    message = _exit_now("'bad thing'")
+    assert (message.returncode, message.stderr.strip()) == (1, "bad thing")
+
+
+def test_exit_now_with_closed_stdout_exits_120_without_traceback() -> None:
+    """Output that cannot be written (the reader is gone) ends with Python's own status 120, and no traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = _exit_now("0", stdout=write)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (120, "")
