@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -137,8 +138,10 @@ class PlaywrightDriver:
             session = await context.new_cdp_session(page)
             # playwright's own response event leaves out Set-Cookie; the raw headers come over CDP.
             session.on("Network.responseReceivedExtraInfo", wrapped._on_response_extra_info)
-            await session.send("Network.enable")
-            await session.send("Network.setUserAgentOverride", identity.cdp_override())
+            # One round trip, not two: the session answers its commands in order.
+            await asyncio.gather(
+                session.send("Network.enable"), session.send("Network.setUserAgentOverride", identity.cdp_override())
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 await context.close()
