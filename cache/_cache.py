@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ._exceptions import CacheConflictError, CacheCorruptError, CacheError, WrongKeyError
-from ._format import KdfParams, decode_key, decrypt, encrypt, read_header
+from ._format import KdfParams, decode_key, pack_records, read_header, seal, unpack_records, unseal
 from ._keys import KeySource, default_cache_location, default_key_file, generate_key, write_key_file
 from ._record import SessionRecord, check_name
 from ._storage import FileStorage, Storage, Version, os_errors
 
-DOCUMENT_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 10.0
 _CONFLICT_RETRIES = 5
 
@@ -24,8 +25,8 @@ Updater = Callable[[SessionRecord | None], SessionRecord | None]
 class _View:
     """One read of the blob: its version token, KDF parameters and the records' JSON, parsed one name at a time.
 
-    Decrypting and ``orjson.loads`` happen once per version; a ``SessionRecord`` is only built for a name asked for
-    (then memoised), so a cold ``get`` of one provider does not parse every other record. A view is never changed
+    Decrypting happens once per version; a record's JSON is only parsed, and its ``SessionRecord`` built, for a
+    name asked for (then memoised), so a cold ``get`` of one provider does not parse every other record. A view is never changed
     but for ``built``, a memo that threads may fill at once: each stores an equal record, and a dict item
     assignment is atomic.
     """
@@ -35,12 +36,13 @@ class _View:
     def __init__(
         self,
         token: Version | None,
-        raw: dict[str, Any],
+        raw: Mapping[str, Any],
         kdf: KdfParams | None,
         built: dict[str, SessionRecord] | None = None,
     ) -> None:
         self.token = token
-        self.raw = raw  # name -> the record's JSON document, as decrypted
+        # name -> the record's JSON: its bytes (a document with an index), or parsed (a document written without)
+        self.raw = raw
         self.kdf = kdf
         self.built: dict[str, SessionRecord] = built if built is not None else {}
 
@@ -194,9 +196,11 @@ class AuthCache:
 
     def _parse(self, raw: Any) -> SessionRecord:
         try:
+            if isinstance(raw, bytes | memoryview):
+                raw = orjson.loads(raw)  # its JSON bytes, from a document with an index
             # Records were validated when written; a legacy record that fails today's rules is refused at export.
             return SessionRecord.from_json(raw, validate=False)
-        except ValueError as exc:
+        except ValueError as exc:  # orjson.JSONDecodeError is one
             raise CacheCorruptError(
                 f"{self.location}: a record is malformed ({exc}); run `harvest cache reset` to start empty.",
                 path=self._file_path,
@@ -213,7 +217,7 @@ class AuthCache:
             return _EMPTY
         try:
             header = read_header(data)
-            document = decrypt(data, header, self._keys.key_for(header.kdf))
+            records = unpack_records(unseal(data, header, self._keys.key_for(header.kdf)))
         except CacheCorruptError as exc:
             raise CacheCorruptError(
                 f"{self.location}: {exc}. It was left untouched; run `harvest cache reset` to move it aside "
@@ -228,7 +232,7 @@ class AuthCache:
                 path=self._file_path,
                 location=self.location,
             ) from None
-        self._view = view = _View(token, document["records"], header.kdf)
+        self._view = view = _View(token, records, header.kdf)
         return view
 
     # -- writes ------------------------------------------------------------------------------------------
@@ -303,7 +307,7 @@ class AuthCache:
         records = self._records(view)
         mutate(records)
         kdf = view.kdf or self._keys.new_kdf()
-        self._save(records, self._keys.key_for(kdf, create=True), kdf, view.token, unlocked=unlocked)
+        self._save(records, self._keys.key_for(kdf, create=True), kdf, view.token, unlocked=unlocked, read=view)
 
     def _save(
         self,
@@ -313,14 +317,20 @@ class AuthCache:
         base: Version | None,
         *,
         unlocked: bool = False,
+        read: _View | None = None,
     ) -> None:
-        raw = {name: rec.to_json() for name, rec in sorted(records.items())}
-        data = encrypt({"version": DOCUMENT_VERSION, "records": raw}, key, kdf)
+        """Encrypt and store ``records``; ``read``: the view they came from, whose records that were not replaced
+        are stored as the JSON bytes they were read as (only a new or changed record is serialised)."""
+        bodies: dict[str, bytes] = {}
+        for name, record in sorted(records.items()):
+            body = read.raw.get(name) if read is not None and read.built.get(name) is record else None
+            bodies[name] = bytes(body) if isinstance(body, bytes | memoryview) else orjson.dumps(record.to_json())
+        data = seal(pack_records(bodies), key, kdf)
         if unlocked:
             token = self._storage.save(data, base, unlocked=True)  # type: ignore[call-arg]  # an atomic_save storage
         else:
             token = self._storage.save(data, base)
-        self._view = _View(token, raw, kdf, dict(records))
+        self._view = _View(token, bodies, kdf, dict(records))
 
     # -- maintenance ---------------------------------------------------------------------------------------
 
@@ -357,7 +367,7 @@ class AuthCache:
                     raise CacheError("this cache uses a passphrase: give the new one to rotate to")
                 new_keys = KeySource(passphrase=new_passphrase, origin="$HARVEST_CACHE_PASSPHRASE")
                 kdf = new_keys.new_kdf()
-                self._save(records, new_keys.key_for(kdf), kdf, base)
+                self._save(records, new_keys.key_for(kdf), kdf, base, read=view)
                 self._keys = new_keys
                 return "the new passphrase (update HARVEST_CACHE_PASSPHRASE)"
             key_file = self._keys.key_file or default_key_file()
@@ -368,7 +378,7 @@ class AuthCache:
             with os_errors("write the key file", pending):
                 write_key_file(pending, text)
             new_keys = KeySource(raw=decode_key(text), key_file=key_file, origin=str(key_file))
-            self._save(records, new_keys.key_for(KdfParams()), KdfParams(), base)
+            self._save(records, new_keys.key_for(KdfParams()), KdfParams(), base, read=view)
             with os_errors("replace the key file", key_file):
                 os.replace(pending, key_file)
             self._keys = new_keys

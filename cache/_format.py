@@ -10,6 +10,16 @@ Layout::
     nonce    12 bytes  AES-GCM nonce, fresh per write
     body     rest      AES-256-GCM ciphertext of one JSON document, with everything before the nonce as
                        associated data: the header is authenticated, not encrypted.
+
+The document is ``{"version": 1, "records": {name: record, ...}}``. This build writes it with two more keys at
+the end, an index of where each record's JSON lies in the document and where that index starts::
+
+    {"version":1,"records":{"a":{...},"b":{...}},"index":{"a":[24,1260],"b":[1266,2480]},"index_at":"0000002492"}
+
+so a reader decrypts, finds the index from the fixed-size tail and parses only the record it is asked for
+(a cold ``get`` of one of 50 records parses 1 KB, not 60). It is still the same version-1 document: a build
+without the index parses the whole of it and ignores the two keys, and writes documents without them, which
+this build parses whole (see :func:`unpack_records`). Readers and writers of both kinds can share one cache.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import base64
 import os
 import struct
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +40,7 @@ from ._exceptions import CacheCorruptError, WrongKeyError
 
 MAGIC = b"HARVEST\x00"
 FORMAT_VERSION = 1
+DOCUMENT_VERSION = 1
 KEY_SIZE = 32
 NONCE_SIZE = 12
 _PREFIX = struct.Struct(">8sBH")  # magic, version, header length
@@ -113,8 +125,8 @@ def decode_key(text: str) -> bytes:
     return key
 
 
-def encrypt(document: dict[str, Any], key: bytes, kdf: KdfParams) -> bytes:
-    """Serialise and encrypt one JSON document into the bytes of a cache file."""
+def seal(plaintext: bytes, key: bytes, kdf: KdfParams) -> bytes:
+    """Encrypt a document's bytes into the bytes of a cache file (header, nonce, ciphertext)."""
     header: dict[str, Any] = {
         "kdf": kdf.kdf,
         "key_id": key_id(key),
@@ -125,7 +137,12 @@ def encrypt(document: dict[str, Any], key: bytes, kdf: KdfParams) -> bytes:
     raw = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)) + header_bytes
     raw += struct.pack(">I", zlib.crc32(header_bytes))
     nonce = os.urandom(NONCE_SIZE)
-    return raw + nonce + AESGCM(key).encrypt(nonce, orjson.dumps(document), raw)
+    return raw + nonce + AESGCM(key).encrypt(nonce, plaintext, raw)
+
+
+def encrypt(document: dict[str, Any], key: bytes, kdf: KdfParams) -> bytes:
+    """Serialise and encrypt one JSON document as it is (no index: what a build before the index wrote)."""
+    return seal(orjson.dumps(document), key, kdf)
 
 
 def read_header(data: bytes) -> Header:
@@ -178,17 +195,25 @@ def _scrypt_params(header: dict[str, Any]) -> KdfParams:
     return KdfParams("scrypt", salt, n, r, p)
 
 
-def decrypt(data: bytes, header: Header, key: bytes) -> dict[str, Any]:
-    """Decrypt and parse a cache file whose header was read with :func:`read_header`."""
+def unseal(data: bytes, header: Header, key: bytes) -> bytes:
+    """Decrypt a cache file whose header was read with :func:`read_header`; return the document's bytes."""
     start = len(header.raw)
     nonce = data[start : start + NONCE_SIZE]
     try:
-        plaintext = AESGCM(key).decrypt(nonce, data[start + NONCE_SIZE :], header.raw)
+        return AESGCM(key).decrypt(nonce, data[start + NONCE_SIZE :], header.raw)
     except InvalidTag:
         # The key fingerprint in the (authenticated) header tells a wrong key from a damaged file.
         if key_id(key) != header.key_id:
             raise WrongKeyError("the cache file was written under another key") from None
         raise CacheCorruptError("the cache file failed authentication: it is tampered or truncated") from None
+
+
+def decrypt(data: bytes, header: Header, key: bytes) -> dict[str, Any]:
+    """Decrypt and parse a whole cache file (every record) whose header was read with :func:`read_header`."""
+    return _parse_document(unseal(data, header, key))
+
+
+def _parse_document(plaintext: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(plaintext)
     except orjson.JSONDecodeError:
@@ -196,3 +221,113 @@ def decrypt(data: bytes, header: Header, key: bytes) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("records"), dict):
         raise CacheCorruptError("the cache file decrypted but holds no records document")
     return document
+
+
+# The indexed document, byte by byte: _HEAD, the records (`"name":{...}` joined by commas), _INDEX_KEY, the index
+# (JSON: name -> [start, end] of the record's JSON), then _AT_KEY, ten digits (where the index starts), _END.
+_HEAD = b'{"version":%d,"records":{' % DOCUMENT_VERSION
+_INDEX_KEY = b'},"index":'
+_AT_KEY = b',"index_at":"'
+_END = b'"}'
+_TAIL_SIZE = len(_AT_KEY) + 10 + len(_END)
+
+
+def pack_records(records: Mapping[str, bytes]) -> bytes:
+    """The document for ``records`` (name -> the record's JSON bytes, in the order to store them), with its index.
+
+    The same bytes as ``orjson.dumps`` of the document with those records and the two index keys.
+    """
+    parts = [_HEAD]
+    pos = len(_HEAD)
+    index: dict[str, tuple[int, int]] = {}
+    for name, body in records.items():
+        key = (b"," if index else b"") + orjson.dumps(name) + b":"
+        pos += len(key)
+        index[name] = (pos, pos + len(body))
+        pos += len(body)
+        parts += (key, body)
+    pos += len(_INDEX_KEY)
+    parts += (_INDEX_KEY, orjson.dumps(index), _AT_KEY, b"%010d" % pos, _END)
+    return b"".join(parts)
+
+
+class IndexedRecords(Mapping[str, memoryview]):
+    """The records of a document with a sound index: name -> that record's JSON bytes, sliced when asked for."""
+
+    __slots__ = ("_document", "_spans")
+
+    def __init__(self, document: bytes, spans: dict[str, list[int]]) -> None:
+        self._document = document
+        self._spans = spans
+
+    def __getitem__(self, name: str) -> memoryview:
+        start, end = self._spans[name]
+        return memoryview(self._document)[start:end]
+
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping.get, without its try/except
+        return self[name] if name in self._spans else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._spans
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+
+def unpack_records(plaintext: bytes) -> Mapping[str, Any]:
+    """Each record of a decrypted document, by name: its JSON bytes (parsed when asked for) where the document
+    carries a sound index, else its parsed JSON (a document without one is parsed whole).
+
+    Raises:
+        CacheCorruptError: the document is not JSON, or holds no records object.
+    """
+    spans = _index(plaintext)
+    if spans is not None:
+        return IndexedRecords(plaintext, spans)
+    records: dict[str, Any] = _parse_document(plaintext)["records"]
+    return records
+
+
+def _index(plaintext: bytes) -> dict[str, list[int]] | None:
+    """The document's index (name -> [start, end] of the record's JSON), or None when it has none, or one that does
+    not tile the records exactly (a tool that edited the parsed document and kept the old index): then the document
+    is parsed whole."""
+    size = len(plaintext)
+    tail = size - _TAIL_SIZE
+    if tail < len(_HEAD) + len(_INDEX_KEY) or not plaintext.endswith(_END) or not plaintext.startswith(_AT_KEY, tail):
+        return None
+    digits = plaintext[tail + len(_AT_KEY) : size - len(_END)]
+    if not digits.isdigit():
+        return None
+    at = int(digits)
+    if not len(_HEAD) + len(_INDEX_KEY) <= at <= tail or not plaintext.startswith(_INDEX_KEY, at - len(_INDEX_KEY)):
+        return None
+    try:
+        index = orjson.loads(memoryview(plaintext)[at:tail])
+    except orjson.JSONDecodeError:
+        return None
+    if type(index) is not dict:
+        return None
+    # Every record must sit right after its `"name":`, each after the one before, the last right before the index:
+    # then the spans are exactly the records object's values (each is checked as JSON when it is parsed). A name
+    # that JSON escapes (never one of ours: see NAME_RULE) is not found as its plain bytes: the whole is parsed.
+    pos = len(_HEAD) - 1  # where the comma before the next name would be
+    found = 0
+    try:
+        for name, (start, end) in index.items():
+            key = b'"' + name.encode() + b'":'
+            pos += 1
+            if start != pos + len(key) or end < start or not plaintext.startswith(key, pos):
+                return None
+            pos = end
+            found += 1
+            if plaintext[pos] != 44:  # b","
+                break
+    except (TypeError, ValueError, AttributeError, IndexError):  # an entry that is not a name and [start, end]
+        return None
+    if not index:
+        pos = len(_HEAD)
+    return index if pos == at - len(_INDEX_KEY) and found == len(index) else None

@@ -121,10 +121,16 @@ def split_url(url: str) -> tuple[str, str, float]:
 
 
 class _Shared:
-    """A process-wide redis-py client and how many open handles use it."""
+    """A process-wide redis-py client, what its URL says, its scripts, and how many open handles use it."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, lock_ttl: float, location: str) -> None:
         self.client = client
+        self.prefix = prefix
+        self.lock_ttl = lock_ttl
+        self.location = location
+        # Registered once per client (each registration hashes the script): a handle opens in microseconds.
+        self.save_script = client.register_script(_SAVE)
+        self.move_script = client.register_script(_MOVE_ASIDE)
         self.handles = 0
 
 
@@ -141,7 +147,13 @@ class RedisStorage:
     atomic_save = True
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, location: str = "redis", lock_ttl: float = LOCK_TTL
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        location: str = "redis",
+        lock_ttl: float = LOCK_TTL,
+        scripts: tuple[Any, Any] | None = None,
     ) -> None:
         self._client = client
         self.prefix = prefix
@@ -155,8 +167,10 @@ class RedisStorage:
         # a reader installs the new blob without a round trip.
         self._push_channel = f"{prefix}:pushed"
         self._pushed: tuple[int, bytes] | None = None
-        self._save_script = client.register_script(_SAVE)
-        self._move_script = client.register_script(_MOVE_ASIDE)
+        if scripts is None:
+            scripts = (client.register_script(_SAVE), client.register_script(_MOVE_ASIDE))
+        self._save_script: Any = scripts[0]
+        self._move_script: Any = scripts[1]
         # The latest (version, blob present) we know of, written by the subscriber thread and by our own writes.
         # Versions only grow, so a late message never rolls it back; a tuple is replaced whole (no lock needed).
         self._known: tuple[int, bool] | None = None
@@ -175,12 +189,12 @@ class RedisStorage:
     @classmethod
     def from_url(cls, url: str) -> RedisStorage:
         """Open ``redis://[:password@]host:port/db``, ``rediss://…`` or ``unix:///path.sock`` (``?prefix=NAME``)."""
-        plain, prefix, ttl = split_url(url)
         with _CLIENTS_LOCK:
             # One client (one connection pool) per cache URL in a process, however many handles open it: a new
             # handle's first read then costs a round trip, not a client, a TCP connection and an AUTH.
             shared = _CLIENTS.get(url)
             if shared is None:
+                plain, prefix, ttl = split_url(url)
                 try:
                     client = redis.Redis.from_url(
                         plain,
@@ -191,9 +205,15 @@ class RedisStorage:
                     )
                 except ValueError as exc:
                     raise CacheError(f"bad cache URL {redact(url)}: {exc}") from None
-                shared = _CLIENTS[url] = _Shared(client)
+                shared = _CLIENTS[url] = _Shared(client, prefix, ttl, redact(url))
             shared.handles += 1
-        storage = cls(shared.client, prefix=prefix, location=redact(url), lock_ttl=ttl)
+        storage = cls(
+            shared.client,
+            prefix=shared.prefix,
+            location=shared.location,
+            lock_ttl=shared.lock_ttl,
+            scripts=(shared.save_script, shared.move_script),
+        )
         storage._shared_key = url
         return storage
 

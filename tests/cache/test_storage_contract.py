@@ -1,6 +1,7 @@
 """The ``Storage`` contract, run against every backend: a new backend plugs in by passing these tests.
 
-Each test gets a fresh, empty storage and ``HARVEST_CACHE`` pointing at it, so worker processes open the same one.
+Each test gets a fresh, empty storage and ``HARVEST_CACHE`` pointing at it, so worker processes open the same one
+(the ``location`` and ``storage`` fixtures, in conftest.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,25 +20,6 @@ from cache._storage import Storage
 from .test_record import make_record
 
 ROOT = Path(__file__).resolve().parents[2]
-BACKENDS = ["file", "redis"]
-
-
-@pytest.fixture(params=BACKENDS)
-def location(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Where the storage under test lives (a path or a URL), also exported as HARVEST_CACHE."""
-    if request.param == "file":
-        where = str(tmp_path / "contract" / "sessions.cache")
-    else:
-        where = request.getfixturevalue(f"{request.param}_location")
-    monkeypatch.setenv("HARVEST_CACHE", where)
-    return where
-
-
-@pytest.fixture
-def storage(location: str) -> Iterator[Storage]:
-    s = open_storage(location)
-    yield s
-    s.close()
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
