@@ -10,8 +10,10 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -44,6 +46,8 @@ _SHORT_TMP = "/tmp"
 _REAP_POLL = 0.005  # seconds between waitpid polls while killed helpers exit (they take a few ms each)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_CAPBSET_DROP = 24
+_CAP_SYS_NICE = 23
 
 #: What both drivers raise (as BrowserError) when a tab is gone though the browser is not: with --headful the
 #: person may close the window before the harvest is done.
@@ -244,10 +248,20 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the forked child
+def _child_setup(nice: int = 0) -> None:  # pragma: no cover - runs in the forked child
     # Die with the parent even if it is SIGKILLed and never runs its teardown.
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if nice:
+        # Before exec, so every Chromium process and thread starts there. Chromium sets its threads' niceness by
+        # their kind (its IO, compositor and GPU threads to -8, others back to 0), which it may only do with
+        # CAP_SYS_NICE (root) or a RLIMIT_NICE above 0: both are taken away, so that it can only go nicer.
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+        with contextlib.suppress(Exception):
+            resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_CAPBSET_DROP, _CAP_SYS_NICE, 0, 0, 0)
 
 
 def _become_subreaper() -> None:
@@ -266,10 +280,13 @@ class BrowserProcess:
     WebSocket URL. :meth:`stop` is idempotent and runs on every exit path.
     """
 
-    def __init__(self, executable: str, *, headful: bool = False, start_timeout: float = 20.0) -> None:
+    def __init__(self, executable: str, *, headful: bool = False, start_timeout: float = 20.0, nice: int = 0) -> None:
         self.executable = executable
         self.headful = headful
         self.start_timeout = start_timeout
+        #: added to the browser's CPU niceness (0 to 19): the daemon's background browser yields the CPU to the
+        #: cache's readers and clients on the same host
+        self.nice = nice
         self.endpoint = ""
         self.profile_dir: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -353,7 +370,7 @@ class BrowserProcess:
             "start_new_session": True,  # its own process group, so one killpg reaches every helper
             # Chromium's own temp files (singleton sockets) then go with the profile, even after a SIGKILL.
             "env": {**os.environ, "TMPDIR": self.profile_dir},
-            "preexec_fn": _child_setup if sys.platform.startswith("linux") else None,
+            "preexec_fn": functools.partial(_child_setup, self.nice) if sys.platform.startswith("linux") else None,
         }
 
     async def start(self) -> None:

@@ -5,6 +5,7 @@
 backend = "nodriver"        # or "playwright"
 max_concurrent = 4          # harvests at once, each a tab of one browser (default: one per provider)
 browser_idle_close = 60     # seconds a browser stays up with nothing to do
+browser_nice = 10           # CPU niceness of the daemon's Chromium (0-19; Linux): readers on the host go first
 listen = "127.0.0.1:8790"   # optional status server
 min_margin = 60             # seconds: refresh at least this long before a record expires
 backoff_base = 30           # seconds: the first retry after a failed harvest (doubles per failure)
@@ -70,6 +71,7 @@ class DaemonConfig:
     backend: Backend = "nodriver"
     max_concurrent: int | None = None  # None: as many as there are providers to harvest
     browser_idle_close: float = 60.0
+    browser_nice: int = 10  # the daemon's browser is background work: the host's readers and clients go first
     listen: str | None = None
     min_margin: float = 60.0
     backoff_base: float = 30.0
@@ -211,7 +213,9 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
 
     raw_daemon = checker.table(data, "daemon")
     checker.only(
-        raw_daemon, "daemon", {"backend", "max_concurrent", "browser_idle_close", "listen", "export", *_DAEMON_SECONDS}
+        raw_daemon,
+        "daemon",
+        {"backend", "max_concurrent", "browser_idle_close", "browser_nice", "listen", "export", *_DAEMON_SECONDS},
     )
     backend = checker.value(raw_daemon, "daemon", "backend", str, "nodriver")
     if backend not in BACKENDS:
@@ -222,6 +226,9 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
     idle = float(checker.value(raw_daemon, "daemon", "browser_idle_close", (int, float), 60.0))
     if idle < 0:
         checker.fail("daemon", "browser_idle_close", "must not be negative")
+    browser_nice = checker.value(raw_daemon, "daemon", "browser_nice", int, 10)
+    if not 0 <= browser_nice <= 19:
+        checker.fail("daemon", "browser_nice", "must be from 0 (no change) to 19 (the lowest CPU priority)")
     listen = checker.value(raw_daemon, "daemon", "listen", str, None)
     if listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
         checker.fail("daemon", "listen", f"must be HOST:PORT, not {listen!r}")
@@ -235,6 +242,7 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
         backend=backend,
         max_concurrent=max_concurrent,
         browser_idle_close=idle,
+        browser_nice=browser_nice,
         listen=listen,
         export=_export_targets(checker, raw_daemon.get("export", [])),
         **seconds,

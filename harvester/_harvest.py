@@ -67,6 +67,8 @@ class Harvester:
         config: the loaded config (default: :func:`load_config`), for base URLs, proxies and the browser path.
         launched: a Chromium already starting (``BrowserProcess.spawn``; the ``harvest`` command starts it before
             its imports), which the first launch uses if it is the browser it would start (else stops it).
+        browser_nice: CPU niceness added to the browser (0 to 19, Linux), so that a background harvester (the
+            daemon) leaves the CPU to interactive work on its host first; default 0.
 
     ``harvest()`` returns a ``SessionRecord`` and does not touch the cache. Use as ``async with``, or call
     :meth:`close`.
@@ -82,6 +84,7 @@ class Harvester:
         spare_tabs: int = 0,
         config: Config | None = None,
         launched: BrowserProcess | None = None,
+        browser_nice: int = 0,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -92,12 +95,14 @@ class Harvester:
         self.headful = headful
         self.timeout = timeout if timeout is not None else (HEADFUL_TIMEOUT if headful else DEFAULT_TIMEOUT)
         self.max_concurrent = max_concurrent
+        self.browser_nice = browser_nice
         self._browser = SharedBrowser(
             self.backend,
             headful=headful,
             executable=lambda: self.config.browser.path,
             spare_tabs=spare_tabs,
             launched=launched,
+            nice=browser_nice,
         )
         self._closed = False
         self._in_flight = 0

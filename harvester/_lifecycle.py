@@ -37,6 +37,7 @@ class SharedBrowser:
         spare_tabs: blank tabs kept open ahead of the next harvests once the browser runs.
         launched: a Chromium already starting (``BrowserProcess.spawn``), used by the first launch if it is the
             browser that launch would start, else stopped.
+        nice: CPU niceness added to the browsers it launches (``BrowserProcess(nice=)``; Linux).
     """
 
     def __init__(
@@ -47,8 +48,10 @@ class SharedBrowser:
         executable: Callable[[], str | None],
         spare_tabs: int = 0,
         launched: BrowserProcess | None = None,
+        nice: int = 0,
     ) -> None:
         self.backend = backend
+        self.nice = nice
         self.headful = headful
         self.spare_tabs = spare_tabs
         self._executable = executable
@@ -135,7 +138,7 @@ class SharedBrowser:
         if process is not None and (process.executable, process.headful) != (executable, self.headful):
             await uncancellable(process.stop())  # started for another browser than the config names
             process = None
-        process = process or BrowserProcess(executable, headful=self.headful)
+        process = process or BrowserProcess(executable, headful=self.headful, nice=self.nice)
         driver = make_driver(self.backend)
         try:
             # The driver's own start-up (importing nodriver, playwright's Node process) overlaps Chromium's.

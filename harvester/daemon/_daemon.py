@@ -107,6 +107,7 @@ def default_harvester_factory(settings: DaemonSettings) -> AbstractAsyncContextM
         # A blank tab kept open: a due refresh starts with its page load, not with a renderer's start-up.
         spare_tabs=1,
         config=settings.config,
+        browser_nice=settings.browser_nice,
     )
     return harvester
 

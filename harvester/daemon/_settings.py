@@ -10,7 +10,8 @@ production defaults:
 * ``min_margin`` / ``$HARVEST_DAEMON_MIN_MARGIN`` (60 s): refresh at least this long before expiry;
 * ``backoff_base`` / ``$HARVEST_DAEMON_BACKOFF_BASE`` (30 s): the first retry after a failure;
 * ``backoff_cap`` / ``$HARVEST_DAEMON_BACKOFF_CAP`` (1800 s): the longest wait between retries;
-* ``shutdown_timeout`` / ``$HARVEST_DAEMON_SHUTDOWN_TIMEOUT`` (4 s): in-flight harvests' grace on SIGTERM.
+* ``shutdown_timeout`` / ``$HARVEST_DAEMON_SHUTDOWN_TIMEOUT`` (4 s): in-flight harvests' grace on SIGTERM;
+* ``browser_nice`` / ``$HARVEST_DAEMON_BROWSER_NICE`` (10): CPU niceness of the daemon's Chromium (0 to 19; Linux).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class DaemonSettings:
     backend: Backend | None = None
     max_concurrent: int = 2
     browser_idle_close: float = 60.0
+    #: CPU niceness of the daemon's Chromium: a refresh is background work, and a browser run takes every core for
+    #: a second or more, which delayed the cache's readers on the same host by tens of milliseconds.
+    browser_nice: int = 10
     listen: str | None = None
     harvest_timeout: float = 30.0
     shutdown_timeout: float = 4.0  # in-flight harvests get this long after SIGTERM; the rest is teardown
@@ -96,6 +100,7 @@ class DaemonSettings:
             # Default: every provider at once (each a tab of the one browser), so due jobs never queue.
             max_concurrent=int(opt("max_concurrent", None) or max(1, len(providers))),
             browser_idle_close=float(opt("browser_idle_close", 60.0)),
+            browser_nice=_browser_nice(env, opt("browser_nice", 10)),
             listen=opt("listen", None),
             harvest_timeout=float(opt("timeout", 30.0)),
             shutdown_timeout=float(opt("shutdown_timeout", 4.0)),
@@ -107,7 +112,7 @@ class DaemonSettings:
 
     def restart_needed(self, other: DaemonSettings) -> list[str]:
         """Return the ``[daemon]`` keys that differ from ``other`` and only apply after a restart."""
-        keys = ("backend", "max_concurrent", "listen", "harvest_timeout")
+        keys = ("backend", "max_concurrent", "listen", "harvest_timeout", "browser_nice")
         return [key for key in keys if getattr(self, key) != getattr(other, key)]
 
 
@@ -117,6 +122,16 @@ _ENV_KNOBS = {
     "backoff_cap": "HARVEST_DAEMON_BACKOFF_CAP",
     "shutdown_timeout": "HARVEST_DAEMON_SHUTDOWN_TIMEOUT",
 }
+
+
+def _browser_nice(environ: Mapping[str, str], configured: Any) -> int:
+    """``$HARVEST_DAEMON_BROWSER_NICE`` if set (an integer from 0 to 19), else the config's value."""
+    text = environ.get("HARVEST_DAEMON_BROWSER_NICE", "").strip()
+    if not text:
+        return int(configured)
+    if not text.isdigit() or not 0 <= int(text) <= 19:
+        raise ValueError(f"$HARVEST_DAEMON_BROWSER_NICE: {text!r} must be an integer from 0 to 19")
+    return int(text)
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -166,3 +166,28 @@ def test_a_non_utf8_config_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"[daemon]\nlisten = '\xff'\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(path)
+
+
+def test_daemon_browser_nice_defaults_to_10_and_reaches_the_harvester() -> None:
+    """The daemon's browser runs at niceness 10 unless [daemon] browser_nice or its env var says otherwise."""
+    from harvester.daemon._daemon import default_harvester_factory
+    from harvester.daemon._settings import DaemonSettings
+
+    assert parse_config("").daemon.browser_nice == 10
+    settings = DaemonSettings.from_config(parse_config(""), environ={})
+    assert settings.browser_nice == 10
+    assert default_harvester_factory(settings).browser_nice == 10  # type: ignore[attr-defined]
+    configured = parse_config("[daemon]\nbrowser_nice = 0\n")
+    assert DaemonSettings.from_config(configured, environ={}).browser_nice == 0
+    tuned = DaemonSettings.from_config(configured, environ={"HARVEST_DAEMON_BROWSER_NICE": "19"})
+    assert tuned.browser_nice == 19 and tuned.restart_needed(settings) == ["browser_nice"]
+    with pytest.raises(ValueError, match=r"HARVEST_DAEMON_BROWSER_NICE.*0 to 19"):
+        DaemonSettings.from_config(configured, environ={"HARVEST_DAEMON_BROWSER_NICE": "-5"})
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "'low'", "1.5"])
+def test_daemon_browser_nice_out_of_range_names_the_key(value: str) -> None:
+    """A browser_nice outside 0 to 19, or not an integer, is a ConfigError naming the key and its line."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"[daemon]\n\nbrowser_nice = {value}\n", path=Path("c.toml"))
+    assert info.value.key == "daemon.browser_nice" and info.value.line == 3

@@ -261,3 +261,52 @@ async def test_long_tmpdir_still_launches_and_cleans_up(
         await process.stop()
     # (The fixture checks that no Chromium of this test survives; other sessions may use /tmp too.)
     assert not await asyncio.to_thread(profile.exists)
+
+
+async def test_a_niced_browser_keeps_every_thread_at_that_niceness(no_leftovers: Any) -> None:
+    """BrowserProcess(nice=N) runs every Chromium process and thread N steps nicer than us: Chromium cannot undo it.
+
+    (Run as root, Chromium would raise its IO, compositor and GPU threads to -8 and reset others to 0.)
+    """
+    import os
+
+    from harvester._browser import BrowserProcess, find_browser
+
+    want = min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)
+    process = BrowserProcess(find_browser(), nice=7)
+    try:
+        await process.start()
+        assert process.pid is not None
+        await asyncio.sleep(1.0)  # its helpers are up and have set their threads' kinds
+        threads = _thread_nices(process.pid)
+        assert len({pid for pid, _ in threads}) >= 3  # the browser, a zygote, the GPU or a renderer process
+        assert {nice for _, nice in threads} == {want}, threads
+    finally:
+        await process.stop()
+
+
+def _thread_nices(root: int) -> list[tuple[int, int]]:
+    """(pid, niceness) of every thread of every process under ``root`` (from /proc), ``root`` included."""
+    from pathlib import Path
+
+    def fields(stat: Path) -> list[str]:
+        return stat.read_text().rsplit(")", 1)[1].split()
+
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(fields(stat)[1])
+        except (OSError, IndexError):
+            continue
+    family, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        family += frontier
+    found = []
+    for pid in family:
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                found.append((pid, int(fields(stat)[16])))
+            except (OSError, IndexError):
+                continue  # it exited meanwhile
+    return found
