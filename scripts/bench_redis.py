@@ -50,7 +50,7 @@ seconds, provider = float(sys.argv[1]), sys.argv[2]
 cache = AuthCache.open()
 start_rss = None
 reads = failed = expired = 0
-delays, loads, seen, generations = [], [], None, set()
+delays, loads, probes, seen, generations = [], [], [], None, set()
 deadline = time.monotonic() + seconds
 while time.monotonic() < deadline:
     try:
@@ -63,6 +63,7 @@ while time.monotonic() < deadline:
             seen = probe.extras.get("n")
             delays.append(time.time() - probe.extras["t"])
             loads.append(took)  # the get that saw it: a reload (round trip, decrypt, parse)
+            probes.append(seen)
         if record is not None:
             generations.add(record.harvested_at.isoformat())
         if start_rss is None and record is not None:
@@ -74,6 +75,7 @@ while time.monotonic() < deadline:
         print(f"read failed: {exc}", file=sys.stderr)
     time.sleep(0.002)
 print(json.dumps({"reads": reads, "failed": failed, "expired": expired, "delays": delays, "loads": loads,
+                  "probes": probes,
                   "rss": [start_rss, rss()],
                   "generations": sorted(generations)}))
 """
@@ -108,11 +110,15 @@ def sample_record(name: str) -> SessionRecord:
     return SessionRecord(name, cookies, "Mozilla/5.0", {"sec-ch-ua": "x"}, "key")
 
 
-def get_costs(location: str, key: str) -> tuple[float, float]:
-    """(warm, cold) median ``get`` in microseconds, with 50 records."""
+RECORDS = 50  # a cache of many providers (four have recipes; `harvest --url` adds any site): 1.2 KB each
+
+
+def get_costs(location: str, key: str) -> tuple[float, float, int]:
+    """(warm, cold) median ``get`` in microseconds, with RECORDS records, and the blob's size."""
     writer = AuthCache.open(location, key=key)
-    for i in range(50):
+    for i in range(RECORDS):
         writer.put(sample_record(f"p{i}"))
+    size = len(writer.storage.load()[0] or b"")
     warm = AuthCache.open(location, key=key)
     warm.get("p25")  # cold: loads the blob
     warm.get("p25")  # the first warm read starts the Redis subscriber
@@ -131,7 +137,7 @@ def get_costs(location: str, key: str) -> tuple[float, float]:
         handle.close()
     warm.close()
     writer.close()
-    return warm_us, cold_us
+    return warm_us, cold_us, size
 
 
 def main() -> None:
@@ -140,6 +146,9 @@ def main() -> None:
     parser.add_argument("--daemons", type=int, default=3)
     parser.add_argument("--readers", type=int, default=20)
     parser.add_argument("--ttl", type=float, default=30.0)
+    parser.add_argument(
+        "--browser-nice", type=int, default=None, help="the daemons' [daemon] browser_nice (default: theirs, 10)"
+    )
     args = parser.parse_args()
 
     server = RedisServer().start()
@@ -150,8 +159,8 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         # Get costs first, on a quiet machine: Redis beside the file, same run.
-        redis_warm, redis_cold = get_costs(server.url("costs", lock_ttl=None), key)
-        file_warm, file_cold = get_costs(str(tmp / "costs.cache"), key)
+        redis_warm, redis_cold, size = get_costs(server.url("costs", lock_ttl=None), key)
+        file_warm, file_cold, _ = get_costs(str(tmp / "costs.cache"), key)
 
         location = server.url("bench", lock_ttl=None)
         config = tmp / "config.toml"
@@ -165,6 +174,8 @@ def main() -> None:
             "HARVEST_DAEMON_BACKOFF_BASE": "0.5",
             "HARVEST_DAEMON_BACKOFF_CAP": "2",
         }
+        if args.browser_nice is not None:
+            env["HARVEST_DAEMON_BROWSER_NICE"] = str(args.browser_nice)
         daemons = []
         for i in range(args.daemons):
             dtmp = tmp / f"daemon{i}"
@@ -193,11 +204,14 @@ def main() -> None:
         procs += readers
         n = 0
         puts = []
+        put_at: dict[int, tuple[float, float]] = {}  # probe -> (wall time it was written, put seconds)
         while time.monotonic() - started < args.seconds:
             n += 1
             put_started = time.perf_counter()
-            writer.put(SessionRecord("probe", extras={"n": n, "t": time.time()}))
+            at = time.time()
+            writer.put(SessionRecord("probe", extras={"n": n, "t": at}))
             puts.append(time.perf_counter() - put_started)
+            put_at[n] = (at, puts[-1])
             time.sleep(0.25)
         results = [json.loads(r.communicate(timeout=args.seconds + 60)[0]) for r in readers]
         elapsed = time.monotonic() - started
@@ -207,6 +221,7 @@ def main() -> None:
         for proc in daemons:
             proc.wait(60)
         runs = emulator.stats["clearances_issued"] - runs_before
+        harvests = harvest_runs([tmp / f"daemon{i}" / "log" for i in range(args.daemons)])
         final = writer.get(PROVIDER)
         writer.close()
     finally:
@@ -240,7 +255,11 @@ def main() -> None:
     reads = sum(r["reads"] for r in results)
     failed = sum(r["failed"] for r in results)
     expired = sum(r["expired"] for r in results)
-    print(f"{args.daemons} daemons, {args.readers} readers, {elapsed:.0f} s, {args.ttl:g} s sessions, one redis-server")
+    nice = "the default" if args.browser_nice is None else args.browser_nice
+    print(
+        f"{args.daemons} daemons (browser_nice {nice}), {args.readers} readers, {elapsed:.0f} s, {args.ttl:g} s "
+        "sessions, one redis-server"
+    )
     print(
         f"{'browser runs per refresh window':<44}{runs / windows:>10.2f}   goal 1    ({runs} runs, {windows} windows)"
     )
@@ -256,12 +275,71 @@ def main() -> None:
         f"{percentile_ms(loads, 0.99):.1f} ms   (the rest: pub/sub delivery, the 2 ms poll, scheduling)"
     )
     print(f"{'warm get, Redis / file':<44}{redis_warm:>7.2f} us / {file_warm:.2f} us   goal <= 5 us")
-    print(f"{'cold get, Redis / file':<44}{redis_cold:>7.0f} us / {file_cold:.0f} us   goal <= 1 ms")
+    print(
+        f"{'cold get, Redis / file':<44}{redis_cold:>7.0f} us / {file_cold:.0f} us   goal <= 1 ms  "
+        f"({RECORDS} records, a {size / 1024:.0f} KiB blob)"
+    )
     print(
         f"{'RSS MiB start->end, each process':<44}(start: daemons after the first harvest, readers at their first read)"
     )
     rss_rows("daemon", [(a, b) for a, b in zip(daemon_rss_start, daemon_rss_end, strict=True)])
     rss_rows("reader", [tuple(r["rss"]) for r in results])
+    tail_rows(results, put_at, harvests, len(delays))
+
+
+def harvest_runs(logs: list[Path]) -> list[tuple[float, float, int]]:
+    """Each daemon's harvests from its log, as (start, end, daemon index) in wall-clock seconds."""
+    from datetime import datetime
+
+    runs = []
+    for index, log in enumerate(logs):
+        started = None
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+            event, ts = fields.get("event"), fields.get("ts")
+            if ts is None or event not in ("harvest.started", "harvest.ok", "harvest.failed"):
+                continue
+            when = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            if event == "harvest.started":
+                started = when
+            elif started is not None:
+                runs.append((started, when, index))
+                started = None
+    return sorted(runs)
+
+
+def tail_rows(results: list[dict], put_at: dict[int, tuple[float, float]], harvests: list, samples: int) -> None:
+    """Where the slow deliveries fall: the probes some reader saw more than 50 ms late, beside the harvests."""
+    late: dict[int, list[float]] = {}
+    for result in results:
+        for n, delay in zip(result["probes"], result["delays"], strict=True):
+            if delay > 0.05:
+                late.setdefault(n, []).append(delay)
+    count = sum(len(v) for v in late.values())
+
+    def harvest_near(at: float) -> str:
+        # A harvest's browser work: its page load, then the spare tab it opens after it (about a second more).
+        for start, end, index in harvests:
+            if start - 0.2 <= at <= end + 1.5:
+                return f"daemon {index} harvesting ({at - start:+.1f} s from its start, {end - start:.1f} s long)"
+        return "no harvest running"
+
+    during = sum(len(v) for n, v in late.items() if "harvesting" in harvest_near(put_at[n][0]))
+    print(
+        f"{'deliveries > 50 ms (a reader, a probe)':<44}{count:>7d}      of {samples}, in {len(late)} probes; "
+        f"{during} during a harvest ({len(harvests)} harvests)"
+    )
+    first = min((at for at, _ in put_at.values()), default=0.0)
+    for n in sorted(late, key=lambda n: -max(late[n]))[:8]:
+        at, put = put_at[n]
+        print(
+            f"    probe {n:>3} at +{at - first:5.1f} s: {len(late[n]):>2} readers late, worst {max(late[n]) * 1000:5.0f} ms, "
+            f"put {put * 1000:.1f} ms; {harvest_near(at)}"
+        )
 
 
 def rss_rows(kind: str, pairs: list[tuple[int | None, int]]) -> None:
