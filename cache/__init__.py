@@ -21,7 +21,7 @@ from ._exceptions import (
 )
 from ._keys import KeySource, default_cache_location, default_cache_path, default_key_file, generate_key
 from ._record import NAME_RULE, Cookie, RecordError, SessionRecord, format_time, normalize_name, parse_time, utcnow
-from ._storage import FileStorage, Storage, atomic_write
+from ._storage import CasStorage, FileStorage, Storage, atomic_write
 
 __all__ = [
     "NAME_RULE",
@@ -31,6 +31,7 @@ __all__ = [
     "CacheError",
     "CacheLockTimeout",
     "CacheUnavailableError",
+    "CasStorage",
     "Cookie",
     "FileStorage",
     "KeySource",

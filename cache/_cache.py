@@ -14,7 +14,7 @@ from ._exceptions import CacheConflictError, CacheCorruptError, CacheError, Wron
 from ._format import KdfParams, decode_key, pack_records, read_header, seal, unpack_records, unseal
 from ._keys import KeySource, default_cache_location, default_key_file, generate_key, write_key_file
 from ._record import SessionRecord, check_name
-from ._storage import FileStorage, Storage, Version, os_errors
+from ._storage import CasStorage, FileStorage, Storage, Version, os_errors
 
 DEFAULT_LOCK_TIMEOUT = 10.0
 _CONFLICT_RETRIES = 5
@@ -90,6 +90,8 @@ class AuthCache:
         lock_timeout: seconds to wait for another writer before raising ``CacheLockTimeout``.
         """
         self._storage = storage
+        # Asked once (isinstance on a runtime protocol checks every member): None for a storage without them.
+        self._cas: CasStorage | None = storage if isinstance(storage, CasStorage) else None
         self._keys = key_source if isinstance(key_source, KeySource) else KeySource.resolve(key_source)
         self.lock_timeout = lock_timeout
         # What we last read or wrote: (the storage's version token, its records, its KDF parameters). One
@@ -210,8 +212,8 @@ class AuthCache:
     def _load(self, *, known: bool = False) -> _View:
         """Read the blob; ``known``: the one at the version the storage just answered, from a local copy where it
         keeps one (Redis pushes written blobs to its subscribers), else from the storage."""
-        load_known = getattr(self._storage, "load_known", None) if known else None
-        data, token = load_known() if load_known is not None else self._storage.load()
+        cas = self._cas
+        data, token = cas.load_known() if known and cas is not None else self._storage.load()
         if data is None:
             self._view = _EMPTY
             return _EMPTY
@@ -273,7 +275,7 @@ class AuthCache:
         return getattr(self._storage, "path", None)
 
     def _write(self, mutate: Callable[[dict[str, SessionRecord]], Any]) -> None:
-        if getattr(self._storage, "atomic_save", False):
+        if self._cas is not None:
             # The server itself does the compare-and-set (Redis): a write built on a view the storage says is
             # current needs no lock, which saves the lock's round trips. Only a conflict takes the lock below,
             # so writers racing for one version cannot starve one another.
@@ -327,7 +329,8 @@ class AuthCache:
             bodies[name] = bytes(body) if isinstance(body, bytes | memoryview) else orjson.dumps(record.to_json())
         data = seal(pack_records(bodies), key, kdf)
         if unlocked:
-            token = self._storage.save(data, base, unlocked=True)  # type: ignore[call-arg]  # an atomic_save storage
+            assert self._cas is not None  # only a CasStorage is written unlocked
+            token = self._cas.save(data, base, unlocked=True)
         else:
             token = self._storage.save(data, base)
         self._view = _View(token, bodies, kdf, dict(records))

@@ -139,12 +139,12 @@ _CLIENTS_LOCK = threading.Lock()
 
 
 class RedisStorage:
-    """The cache blob on Redis, with a local version kept fresh by pub/sub, and Redis locks."""
+    """The cache blob on Redis, with a local version kept fresh by pub/sub, and Redis locks.
 
-    #: ``save`` is a compare-and-set done by the server in one script, so ``AuthCache`` writes on a current view
-    #: without the writer lock (two round trips fewer), as ``save(..., unlocked=True)``, which is refused while
-    #: another writer holds the lock; after a conflict it takes the lock.
-    atomic_save = True
+    A ``CasStorage``: ``save`` is a compare-and-set done by the server in one script, so ``AuthCache`` writes on a
+    current view without the writer lock (two round trips fewer), and ``load_known`` installs a blob that a write
+    pushed to the subscriber without a round trip.
+    """
 
     def __init__(
         self,

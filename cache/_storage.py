@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Hashable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ._exceptions import CacheConflictError, CacheError, CacheLockTimeout
 
@@ -23,11 +23,7 @@ StatToken = tuple[int, int, int, int]  # (inode, size, mtime_ns, ctime_ns): chan
 class Storage(Protocol):
     """What ``AuthCache`` needs from a place that keeps one encrypted blob.
 
-    A storage whose ``save`` is atomic without the lock (the server compares and sets, as Redis does) may set a
-    class attribute ``atomic_save = True`` and accept ``save(data, expected, unlocked=True)``, refused (a conflict)
-    while another writer holds the lock: ``AuthCache`` then tries a write on a current view without the lock. It may
-    also offer ``load_known()``: the blob at the version ``version()`` last answered, from a local copy if it keeps
-    one (``AuthCache`` reloads a changed view with it; a fresh read still calls ``load()``).
+    A storage whose server does the compare-and-set (Redis) can offer more: see ``CasStorage``.
     """
 
     @property
@@ -66,6 +62,26 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release connections and background threads (a no-op for a file)."""
+        ...
+
+
+@runtime_checkable
+class CasStorage(Storage, Protocol):
+    """A ``Storage`` whose server compares and sets in one step (Redis), which ``AuthCache`` uses when it is one.
+
+    * ``save(data, expected, unlocked=True)`` is atomic without the writer lock, and refused (``CacheConflictError``)
+      while another writer holds the lock: ``AuthCache`` writes on a current view without the lock (after a
+      conflict it takes the lock, so a writer under the lock is never starved).
+    * ``load_known()``: the blob at the version ``version()`` last answered, from a local copy where the storage
+      keeps one (``AuthCache`` reloads a changed view with it; a fresh read still calls ``load()``).
+    """
+
+    def save(self, data: bytes, expected: Version | None, *, unlocked: bool = False) -> Version:
+        """``Storage.save``; ``unlocked``: the caller does not hold ``lock()``."""
+        ...
+
+    def load_known(self) -> tuple[bytes | None, Version | None]:
+        """The blob and version at the version ``version()`` last answered (else as ``load()``)."""
         ...
 
 

@@ -290,6 +290,25 @@ def test_a_warm_writer_takes_no_lock_and_yields_to_a_locked_one(redis_location: 
     admin.close()
 
 
+def test_only_a_compare_and_set_storage_is_written_without_the_lock(redis_location: str, tmp_path: Path) -> None:
+    """RedisStorage is a CasStorage (AuthCache writes it unlocked); FileStorage is not, and a write takes its lock."""
+    from cache import CasStorage, FileStorage
+
+    redis_cache = AuthCache.open(redis_location)
+    file_cache = AuthCache.open(tmp_path / "c.cache")
+    assert isinstance(redis_cache.storage, CasStorage) and not isinstance(file_cache.storage, CasStorage)
+    assert isinstance(file_cache.storage, FileStorage)
+    file_cache.put(make_record())
+    with file_cache.storage.lock(5):  # held elsewhere: a write on a current file view still waits for it
+        writer = threading.Thread(target=lambda: file_cache.put(make_record(api_key="later")))
+        writer.start()
+        writer.join(0.3)
+        assert writer.is_alive()
+    writer.join(10)
+    assert AuthCache.open(tmp_path / "c.cache").get("cerebras").api_key == "later"  # type: ignore[union-attr]
+    redis_cache.close()
+
+
 def test_a_fresh_get_sees_a_write_whose_publish_has_not_arrived(redis_location: str) -> None:
     """``get(fresh=True)`` reads the server, so a caller that just took a lock sees the last holder's write even
     while this handle's subscriber has not heard of it (single flight reads this way under the harvest lock)."""
