@@ -39,8 +39,11 @@ HARVEST = str(Path(sys.executable).with_name("harvest"))
 PROVIDER = "cerebras"
 MARGIN = 12.0  # refresh this long before expiry: a harvest takes seconds on a busy host
 
+# A reader reads until its stdin closes (the bench closes it when its probes are done). It says "ready" once its
+# view and subscriber are up, and the probes start when every reader is: a reader still starting would count
+# its own start-up as a delivery delay.
 READER = r"""
-import json, os, sys, time
+import json, os, sys, threading, time
 from cache import AuthCache
 def rss():
     for line in open(f"/proc/{os.getpid()}/status"):
@@ -51,8 +54,18 @@ cache = AuthCache.open()
 start_rss = None
 reads = failed = expired = 0
 delays, loads, probes, seen, generations = [], [], [], None, set()
-deadline = time.monotonic() + seconds
-while time.monotonic() < deadline:
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+cache.get(provider)
+cache.get(provider)  # the second read starts the subscriber
+deadline = time.monotonic() + 10
+while not cache.storage._subscribed.is_set() and time.monotonic() < deadline:
+    time.sleep(0.01)
+probe = cache.get("probe")
+seen = probe.extras.get("n") if probe is not None else None
+print("ready", flush=True)
+deadline = time.monotonic() + seconds * 2 + 120  # in case the bench died
+while not done.is_set() and time.monotonic() < deadline:
     try:
         started = time.perf_counter()
         probe = cache.get("probe")
@@ -194,14 +207,22 @@ def main() -> None:
             time.sleep(0.2)
         daemon_rss_start = [rss(p.pid) for p in daemons]
         runs_before = emulator.stats["clearances_issued"]
-        started = time.monotonic()
         readers = [
             subprocess.Popen(
-                [sys.executable, "-c", READER, str(args.seconds), PROVIDER], env=env, stdout=subprocess.PIPE, cwd=ROOT
+                [sys.executable, "-c", READER, str(args.seconds), PROVIDER],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
             )
             for _ in range(args.readers)
         ]
         procs += readers
+        for reader in readers:  # each has its view and its subscriber: from now on a delay is a delivery
+            assert reader.stdout is not None
+            if reader.stdout.readline().strip() != b"ready":
+                raise SystemExit("a reader did not start; see its stderr above")
+        started = time.monotonic()
         n = 0
         puts = []
         put_at: dict[int, tuple[float, float]] = {}  # probe -> (wall time it was written, put seconds)
@@ -213,7 +234,7 @@ def main() -> None:
             puts.append(time.perf_counter() - put_started)
             put_at[n] = (at, puts[-1])
             time.sleep(0.25)
-        results = [json.loads(r.communicate(timeout=args.seconds + 60)[0]) for r in readers]
+        results = [json.loads(r.communicate(b"", timeout=60)[0]) for r in readers]
         elapsed = time.monotonic() - started
         daemon_rss_end = [rss(p.pid) for p in daemons]
         for proc in daemons:  # a refresh in flight finishes (or is cancelled) before the runs are counted
