@@ -276,14 +276,18 @@ class AuthCache:
 
     def _write(self, mutate: Callable[[dict[str, SessionRecord]], Any]) -> None:
         if self._cas is not None:
-            # The server itself does the compare-and-set (Redis): a write built on a view the storage says is
-            # current needs no lock, which saves the lock's round trips. Only a conflict takes the lock below,
-            # so writers racing for one version cannot starve one another.
+            # The server itself does the compare-and-set (Redis): a write needs no lock, which saves the lock's
+            # round trips and, above all, never makes another writer wait for a holder that is slow to be
+            # scheduled (a daemon busy with its browser held it for hundreds of ms). A view the storage says is
+            # current is built on as it is; else it is read first (a blob we cannot read raises here, before
+            # anything is written). Only a conflict takes the lock below, so writers racing for one version
+            # cannot starve one another.
             view = self._view
-            if view is not _UNREAD and self._storage.version() == view.token:
-                with contextlib.suppress(CacheConflictError):
-                    self._commit(view, mutate, unlocked=True)
-                    return
+            if view is _UNREAD or self._storage.version() != view.token:
+                view = self._load()
+            with contextlib.suppress(CacheConflictError):
+                self._commit(view, mutate, unlocked=True)
+                return
         with self._storage.lock(self.lock_timeout):
             for attempt in range(_CONFLICT_RETRIES):
                 # Another process may have written since our last read. If the storage says our view is still

@@ -290,6 +290,35 @@ def test_a_warm_writer_takes_no_lock_and_yields_to_a_locked_one(redis_location: 
     admin.close()
 
 
+def test_a_writer_whose_view_is_stale_reads_and_writes_without_the_lock(
+    redis_location: str, redis_server: RedisServer
+) -> None:
+    """A put on a view another node's write made stale is a read and a compare-and-set, with no lock, so writers
+    never wait for a lock holder that is slow to be scheduled (only a conflict takes the lock)."""
+    import redis
+
+    cache = AuthCache.open(redis_location)
+    cache.put(make_record())
+    cache.get("cerebras")
+    other = AuthCache.open(redis_location)
+    other.put(make_record(provider="other"))
+    storage = cache.storage
+    assert isinstance(storage, RedisStorage) and storage.wait_for_version(int(other._view.token), 5)  # type: ignore[arg-type]
+    admin = redis.Redis(port=redis_server.port, password=redis_server.password)
+    before = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    cache.put(make_record(api_key="stale view"))
+    after = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    # One SET (in the compare-and-set script); a lock would add a SET NX and a release's DEL.
+    assert after.get("cmdstat_set", 0) - before.get("cmdstat_set", 0) == 1
+    assert after.get("cmdstat_del", 0) == before.get("cmdstat_del", 0)
+    assert after.get("cmdstat_mget", 0) - before.get("cmdstat_mget", 0) == 1  # the read of the current blob
+    stored = {r.provider: r.api_key for r in AuthCache.open(redis_location).list()}
+    assert stored == {"cerebras": "stale view", "other": "csk-api-secret"}
+    for handle in (cache, other):
+        handle.close()
+    admin.close()
+
+
 def test_only_a_compare_and_set_storage_is_written_without_the_lock(redis_location: str, tmp_path: Path) -> None:
     """RedisStorage is a CasStorage (AuthCache writes it unlocked); FileStorage is not, and a write takes its lock."""
     from cache import CasStorage, FileStorage
