@@ -248,11 +248,11 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _child_setup(nice: int = 0) -> None:  # pragma: no cover - runs in the forked child
+def _child_setup(nice: int | None = None) -> None:  # pragma: no cover - runs in the forked child
     # Die with the parent even if it is SIGKILLed and never runs its teardown.
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if nice:
+    if nice is not None:
         # Before exec, so every Chromium process and thread starts there. Chromium sets its threads' niceness by
         # their kind (its IO, compositor and GPU threads to -8, others back to 0), which it may only do with
         # CAP_SYS_NICE (root) or a RLIMIT_NICE above 0: both are taken away, so that it can only go nicer.
@@ -280,12 +280,15 @@ class BrowserProcess:
     WebSocket URL. :meth:`stop` is idempotent and runs on every exit path.
     """
 
-    def __init__(self, executable: str, *, headful: bool = False, start_timeout: float = 20.0, nice: int = 0) -> None:
+    def __init__(
+        self, executable: str, *, headful: bool = False, start_timeout: float = 20.0, nice: int | None = None
+    ) -> None:
         self.executable = executable
         self.headful = headful
         self.start_timeout = start_timeout
-        #: added to the browser's CPU niceness (0 to 19): the daemon's background browser yields the CPU to the
-        #: cache's readers and clients on the same host
+        #: None: Chromium runs as it likes (as root it raises some of its threads to niceness -8). A number (0 to 19):
+        #: it runs that much nicer than us and cannot raise any thread above that (the daemon's background browser
+        #: then never outranks the cache's readers and clients on its host).
         self.nice = nice
         self.endpoint = ""
         self.profile_dir: str | None = None

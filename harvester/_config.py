@@ -5,7 +5,7 @@
 backend = "nodriver"        # or "playwright"
 max_concurrent = 4          # harvests at once, each a tab of one browser (default: one per provider)
 browser_idle_close = 60     # seconds a browser stays up with nothing to do
-browser_nice = 10           # CPU niceness of the daemon's Chromium (0-19; Linux): readers on the host go first
+browser_nice = 0            # CPU niceness of the daemon's Chromium (0-19; Linux), which it cannot undo
 listen = "127.0.0.1:8790"   # optional status server
 min_margin = 60             # seconds: refresh at least this long before a record expires
 backoff_base = 30           # seconds: the first retry after a failed harvest (doubles per failure)
@@ -71,7 +71,7 @@ class DaemonConfig:
     backend: Backend = "nodriver"
     max_concurrent: int | None = None  # None: as many as there are providers to harvest
     browser_idle_close: float = 60.0
-    browser_nice: int = 10  # the daemon's browser is background work: the host's readers and clients go first
+    browser_nice: int = 0  # added to the daemon's Chromium, which can never raise a thread above it
     listen: str | None = None
     min_margin: float = 60.0
     backoff_base: float = 30.0
@@ -226,9 +226,9 @@ def parse_config(text: str, *, path: Path | None = None) -> Config:
     idle = float(checker.value(raw_daemon, "daemon", "browser_idle_close", (int, float), 60.0))
     if idle < 0:
         checker.fail("daemon", "browser_idle_close", "must not be negative")
-    browser_nice = checker.value(raw_daemon, "daemon", "browser_nice", int, 10)
+    browser_nice = checker.value(raw_daemon, "daemon", "browser_nice", int, 0)
     if not 0 <= browser_nice <= 19:
-        checker.fail("daemon", "browser_nice", "must be from 0 (no change) to 19 (the lowest CPU priority)")
+        checker.fail("daemon", "browser_nice", "must be from 0 (ours) to 19 (the lowest CPU priority)")
     listen = checker.value(raw_daemon, "daemon", "listen", str, None)
     if listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
         checker.fail("daemon", "listen", f"must be HOST:PORT, not {listen!r}")

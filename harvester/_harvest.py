@@ -67,8 +67,9 @@ class Harvester:
         config: the loaded config (default: :func:`load_config`), for base URLs, proxies and the browser path.
         launched: a Chromium already starting (``BrowserProcess.spawn``; the ``harvest`` command starts it before
             its imports), which the first launch uses if it is the browser it would start (else stops it).
-        browser_nice: CPU niceness added to the browser (0 to 19, Linux), so that a background harvester (the
-            daemon) leaves the CPU to interactive work on its host first; default 0.
+        browser_nice: CPU niceness added to the browser (0 to 19, Linux), which Chromium then cannot raise any of
+            its threads above (as root it would raise some to -8), so that a background harvester (the daemon)
+            never outranks interactive work on its host; default None: the browser runs as it likes.
 
     ``harvest()`` returns a ``SessionRecord`` and does not touch the cache. Use as ``async with``, or call
     :meth:`close`.
@@ -84,7 +85,7 @@ class Harvester:
         spare_tabs: int = 0,
         config: Config | None = None,
         launched: BrowserProcess | None = None,
-        browser_nice: int = 0,
+        browser_nice: int | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")

@@ -37,7 +37,8 @@ class SharedBrowser:
         spare_tabs: blank tabs kept open ahead of the next harvests once the browser runs.
         launched: a Chromium already starting (``BrowserProcess.spawn``), used by the first launch if it is the
             browser that launch would start, else stopped.
-        nice: CPU niceness added to the browsers it launches (``BrowserProcess(nice=)``; Linux).
+        nice: CPU niceness added to the browsers it launches, which cannot undo it (``BrowserProcess(nice=)``; Linux);
+            None leaves them as they are.
     """
 
     def __init__(
@@ -48,7 +49,7 @@ class SharedBrowser:
         executable: Callable[[], str | None],
         spare_tabs: int = 0,
         launched: BrowserProcess | None = None,
-        nice: int = 0,
+        nice: int | None = None,
     ) -> None:
         self.backend = backend
         self.nice = nice

@@ -11,7 +11,8 @@ production defaults:
 * ``backoff_base`` / ``$HARVEST_DAEMON_BACKOFF_BASE`` (30 s): the first retry after a failure;
 * ``backoff_cap`` / ``$HARVEST_DAEMON_BACKOFF_CAP`` (1800 s): the longest wait between retries;
 * ``shutdown_timeout`` / ``$HARVEST_DAEMON_SHUTDOWN_TIMEOUT`` (4 s): in-flight harvests' grace on SIGTERM;
-* ``browser_nice`` / ``$HARVEST_DAEMON_BROWSER_NICE`` (10): CPU niceness of the daemon's Chromium (0 to 19; Linux).
+* ``browser_nice`` / ``$HARVEST_DAEMON_BROWSER_NICE`` (0): CPU niceness added to the daemon's Chromium (0 to 19;
+  Linux), which Chromium cannot raise any thread above.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ class DaemonSettings:
     backend: Backend | None = None
     max_concurrent: int = 2
     browser_idle_close: float = 60.0
-    #: CPU niceness of the daemon's Chromium: a refresh is background work, and a browser run takes every core for
-    #: a second or more, which delayed the cache's readers on the same host by tens of milliseconds.
-    browser_nice: int = 10
+    #: CPU niceness added to the daemon's Chromium, which it cannot raise any thread above (run as root, it raised its
+    #: IO, compositor and GPU threads to -8, above the cache's readers on the host). More (up to 19) lets the host's
+    #: readers and clients go first during a browser run, at the cost of slower refreshes on a busy host.
+    browser_nice: int = 0
     listen: str | None = None
     harvest_timeout: float = 30.0
     shutdown_timeout: float = 4.0  # in-flight harvests get this long after SIGTERM; the rest is teardown
@@ -100,7 +102,7 @@ class DaemonSettings:
             # Default: every provider at once (each a tab of the one browser), so due jobs never queue.
             max_concurrent=int(opt("max_concurrent", None) or max(1, len(providers))),
             browser_idle_close=float(opt("browser_idle_close", 60.0)),
-            browser_nice=_browser_nice(env, opt("browser_nice", 10)),
+            browser_nice=_browser_nice(env, opt("browser_nice", 0)),
             listen=opt("listen", None),
             harvest_timeout=float(opt("timeout", 30.0)),
             shutdown_timeout=float(opt("shutdown_timeout", 4.0)),

@@ -168,17 +168,17 @@ def test_a_non_utf8_config_is_a_config_error(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_daemon_browser_nice_defaults_to_10_and_reaches_the_harvester() -> None:
-    """The daemon's browser runs at niceness 10 unless [daemon] browser_nice or its env var says otherwise."""
+def test_daemon_browser_nice_defaults_to_0_and_reaches_the_harvester() -> None:
+    """The daemon's browser gets niceness +0 (pinned) unless [daemon] browser_nice or its env var says otherwise."""
     from harvester.daemon._daemon import default_harvester_factory
     from harvester.daemon._settings import DaemonSettings
 
-    assert parse_config("").daemon.browser_nice == 10
+    assert parse_config("").daemon.browser_nice == 0
     settings = DaemonSettings.from_config(parse_config(""), environ={})
-    assert settings.browser_nice == 10
-    assert default_harvester_factory(settings).browser_nice == 10  # type: ignore[attr-defined]
-    configured = parse_config("[daemon]\nbrowser_nice = 0\n")
-    assert DaemonSettings.from_config(configured, environ={}).browser_nice == 0
+    assert settings.browser_nice == 0
+    assert default_harvester_factory(settings).browser_nice == 0  # type: ignore[attr-defined]
+    configured = parse_config("[daemon]\nbrowser_nice = 5\n")
+    assert DaemonSettings.from_config(configured, environ={}).browser_nice == 5
     tuned = DaemonSettings.from_config(configured, environ={"HARVEST_DAEMON_BROWSER_NICE": "19"})
     assert tuned.browser_nice == 19 and tuned.restart_needed(settings) == ["browser_nice"]
     with pytest.raises(ValueError, match=r"HARVEST_DAEMON_BROWSER_NICE.*0 to 19"):

@@ -263,7 +263,8 @@ async def test_long_tmpdir_still_launches_and_cleans_up(
     assert not await asyncio.to_thread(profile.exists)
 
 
-async def test_a_niced_browser_keeps_every_thread_at_that_niceness(no_leftovers: Any) -> None:
+@pytest.mark.parametrize("nice", [0, 7])
+async def test_a_niced_browser_keeps_every_thread_at_that_niceness(no_leftovers: Any, nice: int) -> None:
     """BrowserProcess(nice=N) runs every Chromium process and thread N steps nicer than us: Chromium cannot undo it.
 
     (Run as root, Chromium would raise its IO, compositor and GPU threads to -8 and reset others to 0.)
@@ -272,8 +273,8 @@ async def test_a_niced_browser_keeps_every_thread_at_that_niceness(no_leftovers:
 
     from harvester._browser import BrowserProcess, find_browser
 
-    want = min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)
-    process = BrowserProcess(find_browser(), nice=7)
+    want = min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19)
+    process = BrowserProcess(find_browser(), nice=nice)
     try:
         await process.start()
         assert process.pid is not None
