@@ -12,7 +12,7 @@ import pytest
 
 from cache import AuthCache
 from harvester import BrowserError, ChallengeTimeout, Harvester, HarvestError, NeedsHeadfulError, harvest
-from harvester._driver import make_driver
+from harvester._driver import make_driver, snapshot
 from harvester._identity import build_identity
 
 BACKENDS = ["nodriver", "playwright"]
@@ -311,3 +311,61 @@ def _thread_nices(root: int) -> list[tuple[int, int]]:
             except (OSError, IndexError):
                 continue  # it exited meanwhile
     return found
+
+
+def _renderers(browser_pid: int) -> list[int]:
+    """The renderer processes under this browser (its zygotes' children), from /proc."""
+    children: dict[int, list[int]] = {}
+    kinds: dict[int, bytes] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                kinds[int(entry.name)] = cmdline.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [browser_pid]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            todo.append(child)
+            if b"--type=renderer" in kinds.get(child, b""):
+                found.append(child)
+    return found
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_harvest_context_costs_one_renderer_and_no_webui_pages(emulator: Any, backend: str) -> None:
+    """A cleared tab is the browser's only renderer: no spare renderer and no omnibox WebUI pages per context."""
+    import aiohttp
+
+    async with Harvester(backend) as harvester:
+        process, driver, identity = await harvester._ensure_browser(lambda _: None)
+        page = await driver.new_page(identity=identity)
+        try:
+            await page.goto(emulator.url + "/")
+            async with asyncio.timeout(20):
+                while page.cookie_set_at("cf_clearance") is None:
+                    await page.wait_for_change(5.0)
+                # The spare renderer is started once a navigation commits: wait for the reloaded page's load.
+                while True:
+                    try:
+                        state = await snapshot(page)
+                    except Exception:  # the reload destroyed the context under the script: look again
+                        state = None
+                    if state is not None and state.title == "Playground" and state.ready_state == "complete":
+                        break
+                    await page.wait_for_change(0.2)
+            async with aiohttp.ClientSession() as session, session.ws_connect(process.endpoint) as ws:
+                await ws.send_json({"id": 1, "method": "Target.getTargets"})
+                reply = await ws.receive_json(timeout=10)
+            kinds = sorted(f"{t['type']} {t['url']}" for t in reply["result"]["targetInfos"])
+            assert not [k for k in kinds if k.startswith("browser_ui") or "omnibox" in k], kinds
+            assert process.pid is not None
+            assert len(_renderers(process.pid)) == 1, kinds
+        finally:
+            await page.close()
