@@ -13,6 +13,7 @@ import pytest
 from cache import AuthCache
 from harvester import BrowserError, ChallengeTimeout, Harvester, HarvestError, NeedsHeadfulError, harvest
 from harvester._driver import make_driver, snapshot
+from harvester._harvest import _is_page_churn
 from harvester._identity import build_identity
 
 BACKENDS = ["nodriver", "playwright"]
@@ -36,11 +37,21 @@ async def test_page_presents_a_consistent_non_headless_identity(emulator: Any, b
         page = await driver.new_page(identity=identity)
         try:
             await page.goto(emulator.url + "/static/img/none.png")
-            seen = await page.evaluate(
-                "(async () => ({ua: navigator.userAgent, webdriver: navigator.webdriver,"
-                ' brands: navigator.userAgentData.brands.map(b => `"${b.brand}";v="${b.version}"`).join(\', \'),'
-                " platform: navigator.userAgentData.platform}))()"
-            )
+            # goto returns at commit: a script that starts just then may still run in the blank document, which
+            # the image's replaces under it; read again once the image's own document is up (as the harvester does).
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        seen = await page.evaluate(
+                            "(async () => ({ua: navigator.userAgent, webdriver: navigator.webdriver,"
+                            ' brands: navigator.userAgentData.brands.map(b => `"${b.brand}";v="${b.version}"`)'
+                            ".join(', '), platform: navigator.userAgentData.platform}))()"
+                        )
+                        break
+                    except Exception as exc:
+                        if not _is_page_churn(exc):
+                            raise
+                        await page.wait_for_change(0.1)
         finally:
             await page.close()
     assert "Headless" not in seen["ua"] and seen["ua"] == identity.user_agent
