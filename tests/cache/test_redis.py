@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,11 @@ from .test_cli import HARVEST
 from .test_record import SECRETS, make_record
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def command_calls(admin: Any) -> dict[str, int]:
+    """How many times the server has run each command so far (``INFO commandstats``), by ``cmdstat_NAME``."""
+    return {name: stats["calls"] for name, stats in admin.info("commandstats").items()}
 
 
 def cli(location: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -234,12 +240,12 @@ def test_a_warm_writer_builds_on_its_view_with_one_keeper_thread(
     storage = cache.storage
     assert isinstance(storage, RedisStorage) and storage._subscribed.wait(5)
     admin = redis.Redis(port=redis_server.port, password=redis_server.password)
-    before = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    before = command_calls(admin)
     threads = threading.active_count()
     for i in range(5):
         cache.put(make_record(api_key=f"k{i}"))
         assert threading.active_count() == threads  # the keeper started at the first put is reused
-    after = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    after = command_calls(admin)
     assert after.get("cmdstat_mget", 0) == before.get("cmdstat_mget", 0)  # load() is one MGET
     # Another process's write that this handle has not heard of yet is refused by the compare-and-set, re-read
     # and kept: no update is lost.
@@ -267,10 +273,10 @@ def test_a_warm_writer_takes_no_lock_and_yields_to_a_locked_one(redis_location: 
     storage = cache.storage
     assert isinstance(storage, RedisStorage) and storage._subscribed.wait(5)
     admin = redis.Redis(port=redis_server.port, password=redis_server.password)
-    before = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    before = command_calls(admin)
     for i in range(5):
         cache.put(make_record(api_key=f"k{i}"))
-    after = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    after = command_calls(admin)
     # One SET per put, inside our compare-and-set script; a lock would add a SET NX and a release's DEL each.
     assert after.get("cmdstat_set", 0) - before.get("cmdstat_set", 0) == 5
     assert after.get("cmdstat_del", 0) == before.get("cmdstat_del", 0)
@@ -305,9 +311,9 @@ def test_a_writer_whose_view_is_stale_reads_and_writes_without_the_lock(
     storage = cache.storage
     assert isinstance(storage, RedisStorage) and storage.wait_for_version(int(other._view.token), 5)  # type: ignore[arg-type]
     admin = redis.Redis(port=redis_server.port, password=redis_server.password)
-    before = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    before = command_calls(admin)
     cache.put(make_record(api_key="stale view"))
-    after = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    after = command_calls(admin)
     # One SET (in the compare-and-set script); a lock would add a SET NX and a release's DEL.
     assert after.get("cmdstat_set", 0) - before.get("cmdstat_set", 0) == 1
     assert after.get("cmdstat_del", 0) == before.get("cmdstat_del", 0)
@@ -372,9 +378,9 @@ def test_a_reader_installs_a_pushed_write_without_a_round_trip(redis_location: s
     admin = redis.Redis(port=redis_server.port, password=redis_server.password)
     writer.put(make_record(api_key="pushed"))
     assert storage.wait_for_version(int(writer._view.token), 5)  # type: ignore[arg-type]
-    before = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    before = command_calls(admin)
     assert reader.get("cerebras").api_key == "pushed"  # type: ignore[union-attr]
-    after = {name: v["calls"] for name, v in admin.info("commandstats").items()}
+    after = command_calls(admin)
     assert after.get("cmdstat_mget", 0) == before.get("cmdstat_mget", 0)
     assert reader.get("cerebras", fresh=True).api_key == "pushed"  # type: ignore[union-attr]
     for handle in (reader, writer):

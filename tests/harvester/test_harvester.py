@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,9 +69,7 @@ async def test_page_wakes_when_a_response_sets_the_clearance(emulator: Any, back
         page = await driver.new_page(identity=identity)
         try:
             await page.goto(emulator.url + "/")
-            async with asyncio.timeout(20):
-                while page.cookie_set_at("cf_clearance") is None:
-                    await page.wait_for_change(5.0)
+            await _until_cleared(page)
             assert emulator.stats["clearances_issued"] == 1
         finally:
             await page.close()
@@ -253,7 +252,6 @@ async def test_long_tmpdir_still_launches_and_cleans_up(
 ) -> None:
     """With a $TMPDIR too long for Chromium's socket path, the profile goes to /tmp and is still deleted."""
     import tempfile
-    from pathlib import Path
 
     from harvester._browser import PROFILE_PREFIX, BrowserProcess, find_browser
 
@@ -280,8 +278,6 @@ async def test_a_niced_browser_keeps_every_thread_at_that_niceness(no_leftovers:
 
     (Run as root, Chromium would raise its IO, compositor and GPU threads to -8 and reset others to 0.)
     """
-    import os
-
     from harvester._browser import BrowserProcess, find_browser
 
     want = min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19)
@@ -297,28 +293,28 @@ async def test_a_niced_browser_keeps_every_thread_at_that_niceness(no_leftovers:
         await process.stop()
 
 
-def _thread_nices(root: int) -> list[tuple[int, int]]:
-    """(pid, niceness) of every thread of every process under ``root`` (from /proc), ``root`` included."""
-    from pathlib import Path
-
-    def fields(stat: Path) -> list[str]:
-        return stat.read_text().rsplit(")", 1)[1].split()
-
+def _family(root: int) -> list[int]:
+    """``root`` and every process under it (from /proc)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            parents[int(stat.parent.name)] = int(fields(stat)[1])
-        except (OSError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
     family, frontier = [root], [root]
     while frontier:
         frontier = [pid for pid, parent in parents.items() if parent in frontier]
         family += frontier
+    return family
+
+
+def _thread_nices(root: int) -> list[tuple[int, int]]:
+    """(pid, niceness) of every thread of every process under ``root`` (from /proc), ``root`` included."""
     found = []
-    for pid in family:
+    for pid in _family(root):
         for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
             try:
-                found.append((pid, int(fields(stat)[16])))
+                found.append((pid, int(stat.read_text().rsplit(")", 1)[1].split()[16])))
             except (OSError, IndexError):
                 continue  # it exited meanwhile
     return found
@@ -326,27 +322,21 @@ def _thread_nices(root: int) -> list[tuple[int, int]]:
 
 def _renderers(browser_pid: int) -> list[int]:
     """The renderer processes under this browser (its zygotes' children), from /proc."""
-    children: dict[int, list[int]] = {}
-    kinds: dict[int, bytes] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    found = []
+    for pid in _family(browser_pid)[1:]:
         try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                kinds[int(entry.name)] = cmdline.read()
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [browser_pid]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            todo.append(child)
-            if b"--type=renderer" in kinds.get(child, b""):
-                found.append(child)
+            if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue  # it exited meanwhile
     return found
+
+
+async def _until_cleared(page: Any) -> None:
+    """Wait (20 s at most) until a response has set the page's cf_clearance cookie."""
+    async with asyncio.timeout(20):
+        while page.cookie_set_at("cf_clearance") is None:
+            await page.wait_for_change(5.0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -359,9 +349,8 @@ async def test_a_harvest_context_costs_one_renderer_and_no_webui_pages(emulator:
         page = await driver.new_page(identity=identity)
         try:
             await page.goto(emulator.url + "/")
+            await _until_cleared(page)
             async with asyncio.timeout(20):
-                while page.cookie_set_at("cf_clearance") is None:
-                    await page.wait_for_change(5.0)
                 # The spare renderer is started once a navigation commits: wait for the reloaded page's load.
                 while True:
                     try:
