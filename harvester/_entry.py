@@ -202,11 +202,12 @@ def _main(fast: tuple[str, str, bool] | None, launched: BrowserProcess | None, h
         from harvester.cli._app import main as app
     from cache import CacheError
 
-    if handles_sigint:
-        # From here on a command may hold a lock or run a browser: Ctrl-C unwinds it (KeyboardInterrupt, which
-        # asyncio.run turns into cancelling the work) before we exit.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if handles_sigint:
+            # From here on a command may hold a lock or run a browser: Ctrl-C unwinds it (KeyboardInterrupt, which
+            # asyncio.run turns into cancelling the work) before we exit. Set inside the ``try``, so a Ctrl-C
+            # that arrives the instant after is caught like any other.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if fast is not None:
             sys.exit(cache_get(None, *fast))
         app(prog_name="harvest", obj={"launched": launched})
