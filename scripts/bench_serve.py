@@ -265,7 +265,18 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10000, help="requests for case (a) and for (e)")
     parser.add_argument("--no-flaresolverr", action="store_true", help="skip FlareSolverr (no install, no runs)")
     parser.add_argument("--fs-runs", type=int, default=3, help="FlareSolverr requests per case (each runs a browser)")
+    parser.add_argument("--cases", default="abcde", help="which cases to run, e.g. 'd' (default: all)")
+    parser.add_argument(
+        "--d-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="(d): the event loop of the in-process client (default uvloop, the server's own)",
+    )
+    parser.add_argument("--in-process-child", metavar="EMULATOR", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.in_process_child:
+        run_on(args.d_loop, in_process_child(args.in_process_child))
+        return 0
 
     home = Path(tempfile.mkdtemp(prefix="harvest-bench-serve-"))
     env = dict(os.environ)
@@ -286,91 +297,27 @@ def main() -> int:
         idle_rss = rss_kib(serve.pid)
         v1 = base + "/v1"
         # Warm: the first request harvests the site (one browser run), later ones answer from the cache.
-        started = time.perf_counter()
-        first = post_json(v1, {"cmd": "request.get", "url": emu + "/"})
-        cold_first = time.perf_counter() - started
-        assert first["status"] == "ok", first
+        cold_first = 0.0
+        if set(args.cases) & set("abe"):
+            started = time.perf_counter()
+            first = post_json(v1, {"cmd": "request.get", "url": emu + "/"})
+            cold_first = time.perf_counter() - started
+            assert first["status"] == "ok", first
 
         # (a) returnOnlyCookies: throughput with 50 clients, then latency one request at a time.
         only_cookies = {"cmd": "request.get", "url": emu + "/", "returnOnlyCookies": True}
-        cpu0 = cpu_seconds(serve.pid)
-        lat, wall = asyncio.run(hammer(v1, only_cookies, args.requests, 50))
-        cpu_a = (cpu_seconds(serve.pid) - cpu0) / len(lat)
-        rss_after = rss_kib(serve.pid)
-        rows.append(
-            (
-                "(a) returnOnlyCookies, 50 clients",
-                f"{len(lat) / wall:,.0f} req/s",
-                f"server CPU {ms(cpu_a)}/req = {1 / cpu_a:,.0f} req/s per core; p50 {ms(pct(lat, 0.5))} (queueing)",
-                ">= 2,000 req/s",
-            )
-        )
-        lat_1, _ = asyncio.run(hammer(v1, only_cookies, 1000, 1))
-        rows.append(
-            (
-                "(a) returnOnlyCookies, 1 client",
-                f"p50 {ms(pct(lat_1, 0.5))}",
-                f"p99 {ms(pct(lat_1, 0.99))}",
-                "p50 <= 2 ms",
-            )
-        )
-
-        # (e) memory: the same requests again, before the later cases import and allocate what they need.
-        asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/", "returnOnlyCookies": True}, args.requests, 50))
-        rss_more = rss_kib(serve.pid)
-        rows.append(
-            (
-                "(e) RSS of harvest serve",
-                f"idle {idle_rss / 1024:.1f} MiB",
-                f"after {args.requests:,}: {rss_after / 1024:.1f} MiB, after {2 * args.requests:,}: "
-                f"{rss_more / 1024:.1f} MiB",
-                "flat",
-            )
-        )
-
-        # (b) the page fetched with the record, one client at a time.
-        cpu0 = cpu_seconds(serve.pid)
-        lat_b, _ = asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/"}, 300, 1))
-        cpu_b = (cpu_seconds(serve.pid) - cpu0) / len(lat_b)
-        rows.append(
-            (
-                "(b) request.get, page fetched",
-                f"p50 {ms(pct(lat_b, 0.5))}",
-                f"p99 {ms(pct(lat_b, 0.99))}; server CPU {ms(cpu_b)}/req",
-                "p50 <= 10 ms",
-            )
-        )
-
-        # (c) an empty cache: one cold request, then 100 concurrent ones (clearances issued = browser runs).
-        from cache import AuthCache
-
-        cache = AuthCache.open()
-
-        def forget() -> None:
-            cache.delete("127.0.0.1")
-            post_json(emu + "/__emulator__/revoke", {})
-
-        forget()
-        before = get_json(emu + "/__emulator__/stats")["clearances_issued"]
-        started = time.perf_counter()
-        post_json(v1, {"cmd": "request.get", "url": emu + "/"})
-        one_cold = time.perf_counter() - started
-        forget()
-        _, wall_c = asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/"}, 100, 100))
-        runs = get_json(emu + "/__emulator__/stats")["clearances_issued"] - before - 1
-        rows.append(
-            (
-                "(c) 100 concurrent, empty cache",
-                f"{runs} browser run(s)",
-                f"{wall_c:.2f} s vs one cold {one_cold:.2f} s = {wall_c / one_cold:.2f}x",
-                "1 run, <= 1.5x",
-            )
-        )
-
-        # (d) the gateway against the in-process client, on a clearance-free emulator.
-        post_json(emu + "/__emulator__/config", {"require_clearance": False})
-        gateway_rows = asyncio.run(case_d(base, emu, serve.pid))
-        rows.extend(gateway_rows)
+        if "a" in args.cases or "e" in args.cases:
+            rows += case_a_e(v1, only_cookies, args.requests, serve.pid, idle_rss)
+        lat_b: list[float] = []
+        if "b" in args.cases:
+            rows.append(case_b(v1, emu, serve.pid, lat_b))
+        if "c" in args.cases:
+            rows.append(case_c(v1, emu))
+        if "d" in args.cases:
+            # (d) the gateway against the in-process client, on a clearance-free emulator.
+            post_json(emu + "/__emulator__/config", {"require_clearance": False})
+            rows.extend(run_on(args.d_loop, case_d(base, emu, serve.pid, args.d_loop)))
+            post_json(emu + "/__emulator__/config", {"require_clearance": True})
 
         print(f"\nharvest serve (first request, cold: {cold_first:.2f} s)")
         width = max(len(r[0]) for r in rows)
@@ -378,7 +325,6 @@ def main() -> int:
             print(f"  {name:<{width}}  {first_col:<28} {second_col:<52} goal: {goal}", flush=True)
         # FlareSolverr, same machine, same emulator.
         if not args.no_flaresolverr:
-            post_json(emu + "/__emulator__/config", {"require_clearance": True})
             fs_results = run_flaresolverr(emu, args.fs_runs, home)
     finally:
         stop(serve)
@@ -389,15 +335,157 @@ def main() -> int:
         print("\nFlareSolverr (PyPI) on the same emulator")
         for name, seconds in fs_results.items():
             print(f"  {name:<40} {seconds:.2f} s")
-        ours_b = pct(lat_b, 0.5)
-        if "request.get p50" in fs_results:
+        if "request.get p50" in fs_results and lat_b:
+            ours_b = pct(lat_b, 0.5)
             print(
                 f"  ratio request.get p50: FlareSolverr / harvest serve = {fs_results['request.get p50'] / ours_b:,.0f}x"
             )
     return 0
 
 
-async def case_d(base: str, emu: str, pid: int) -> list[tuple[str, str, str, str]]:
+def case_a_e(
+    v1: str, only_cookies: dict[str, Any], requests: int, pid: int, idle_rss: int
+) -> list[tuple[str, str, str, str]]:
+    cpu0 = cpu_seconds(pid)
+    lat, wall = asyncio.run(hammer(v1, only_cookies, requests, 50))
+    cpu_a = (cpu_seconds(pid) - cpu0) / len(lat)
+    rss_after = rss_kib(pid)
+    lat_1, _ = asyncio.run(hammer(v1, only_cookies, 1000, 1))
+    # (e) memory: the same requests again, before the later cases import and allocate what they need.
+    asyncio.run(hammer(v1, only_cookies, requests, 50))
+    rss_more = rss_kib(pid)
+    return [
+        (
+            "(a) returnOnlyCookies, 50 clients",
+            f"{len(lat) / wall:,.0f} req/s",
+            f"server CPU {ms(cpu_a)}/req = {1 / cpu_a:,.0f} req/s per core; p50 {ms(pct(lat, 0.5))} (queueing)",
+            ">= 2,000 req/s",
+        ),
+        ("(a) returnOnlyCookies, 1 client", f"p50 {ms(pct(lat_1, 0.5))}", f"p99 {ms(pct(lat_1, 0.99))}", "p50 <= 2 ms"),
+        (
+            "(e) RSS of harvest serve",
+            f"idle {idle_rss / 1024:.1f} MiB",
+            f"after {requests:,}: {rss_after / 1024:.1f} MiB, after {2 * requests:,}: {rss_more / 1024:.1f} MiB",
+            "flat",
+        ),
+    ]
+
+
+def case_b(v1: str, emu: str, pid: int, lat_b: list[float]) -> tuple[str, str, str, str]:
+    """(b) the page fetched with the record, one client at a time (the latencies go into ``lat_b``)."""
+    cpu0 = cpu_seconds(pid)
+    lat, _ = asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/"}, 300, 1))
+    lat_b.extend(lat)
+    cpu_b = (cpu_seconds(pid) - cpu0) / len(lat)
+    return (
+        "(b) request.get, page fetched",
+        f"p50 {ms(pct(lat, 0.5))}",
+        f"p99 {ms(pct(lat, 0.99))}; server CPU {ms(cpu_b)}/req",
+        "p50 <= 10 ms",
+    )
+
+
+def case_c(v1: str, emu: str) -> tuple[str, str, str, str]:
+    """(c) an empty cache: one cold request, then 100 concurrent ones (clearances issued = browser runs)."""
+    from cache import AuthCache
+
+    cache = AuthCache.open()
+
+    def forget() -> None:
+        cache.delete("127.0.0.1")
+        post_json(emu + "/__emulator__/revoke", {})
+
+    forget()
+    before = get_json(emu + "/__emulator__/stats")["clearances_issued"]
+    started = time.perf_counter()
+    post_json(v1, {"cmd": "request.get", "url": emu + "/"})
+    one_cold = time.perf_counter() - started
+    forget()
+    _, wall_c = asyncio.run(hammer(v1, {"cmd": "request.get", "url": emu + "/"}, 100, 100))
+    runs = get_json(emu + "/__emulator__/stats")["clearances_issued"] - before - 1
+    return (
+        "(c) 100 concurrent, empty cache",
+        f"{runs} browser run(s)",
+        f"{wall_c:.2f} s vs one cold {one_cold:.2f} s = {wall_c / one_cold:.2f}x",
+        "1 run, <= 1.5x",
+    )
+
+
+class _InProcessChild:
+    """The in-process client in a process of its own (this script with ``--in-process-child``), one stream per
+    turn: the same client as ``in_process_stream``, woken for each request as the server is."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+
+    @classmethod
+    async def start(cls, emu: str, loop: str) -> _InProcessChild:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--in-process-child",
+            emu,
+            "--d-loop",
+            loop,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def _turn(self, command: bytes) -> int:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command)
+        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
+        return int(line)
+
+    async def stream(self) -> int:
+        count = await self._turn(b"stream\n")
+        assert count > 0, count
+        return count
+
+    async def idle_cost(self, n: int) -> float:
+        """The child's CPU per turn that streams nothing (its pipe), to take off its streams' figure."""
+        for _ in range(20):
+            await self._turn(b"idle\n")
+        cpu0 = cpu_seconds(self.pid)
+        for _ in range(n):
+            await self._turn(b"idle\n")
+        return (cpu_seconds(self.pid) - cpu0) / n
+
+    async def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        await asyncio.wait_for(self.process.wait(), 30)
+
+
+async def in_process_child(emu: str) -> None:
+    """``--in-process-child``: for each line on stdin, one in-process stream (``stream``) or none (``idle``);
+    the count of text deltas goes back on stdout."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = sys.stdout.buffer
+    while line := await reader.readline():
+        n = await in_process_stream(emu) if line == b"stream\n" else 0
+        out.write(b"%d\n" % n)
+        out.flush()
+    from providers import close_transport
+
+    await close_transport()
+
+
+def run_on(loop: str, coroutine: Any) -> Any:
+    """Run ``coroutine`` on a new event loop of the kind named."""
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coroutine)
+    return asyncio.run(coroutine)
+
+
+async def case_d(base: str, emu: str, pid: int, loop: str) -> list[tuple[str, str, str, str]]:
     import aiohttp
 
     from providers import close_transport
@@ -405,31 +493,40 @@ async def case_d(base: str, emu: str, pid: int) -> list[tuple[str, str, str, str
     body = orjson.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": True})
     url = base + "/v1/chat/completions"
     n = 300
+    child = await _InProcessChild.start(emu, loop)
     async with aiohttp.ClientSession() as session:
-        for _ in range(20):  # warm both paths
+        for _ in range(20):  # warm every path
             await sse_stream(session, url, body)
             await in_process_stream(emu)
+            await child.stream()
         # In turns (see the module docstring): each path's wall time around its own stream only. The in-process
         # client's CPU is this process's around its own streams; the server's is all it spent from the first
         # turn to the last (it settles first): the end of a request (closing the provider's response, metrics,
         # the connection's keep-alive) runs after the client has read the last byte, while the next turn runs.
-        cpu = {"gateway": 0.0, "in-process": 0.0}
+        # The same client in a process of its own (the third turn) is counted as the server is, over the whole
+        # span, less what a turn that streams nothing costs it (reading and answering its pipe).
+        cpu = {"gateway": 0.0, "in-process": 0.0, "caller": 0.0}
         wall = {"gateway": 0.0, "in-process": 0.0}
+        control = await child.idle_cost(n)
         await asyncio.sleep(0.05)
-        server_cpu0 = cpu_seconds(pid)
+        server_cpu0, child_cpu0 = cpu_seconds(pid), cpu_seconds(child.pid)
         for _ in range(n):
             started, cpu0 = time.perf_counter(), time.process_time()
             await in_process_stream(emu)
             wall["in-process"] += time.perf_counter() - started
             cpu["in-process"] += time.process_time() - cpu0
-            started, cpu0 = time.perf_counter(), cpu_seconds(pid)
+            started, cpu0, caller0 = time.perf_counter(), cpu_seconds(pid), time.process_time()
             await sse_stream(session, url, body)
             wall["gateway"] += time.perf_counter() - started
+            cpu["caller"] += time.process_time() - caller0
             cpu["gateway"] += cpu_seconds(pid) - cpu0
+            await child.stream()
         await asyncio.sleep(0.05)
         cpu_in, cpu_gw = cpu["in-process"] / n, (cpu_seconds(pid) - server_cpu0) / n
+        cpu_child = (cpu_seconds(child.pid) - child_cpu0) / n - control
         cpu_gw_turns = cpu["gateway"] / n
         small_in, small_gw = wall["in-process"] / n, wall["gateway"] / n
+        await child.stop()
         async with session.post(emu + "/__emulator__/config", json={"stream_chunks": 20000}) as response:
             await response.read()
         big: dict[str, list[float]] = {"gateway": [], "in-process": []}
@@ -456,6 +553,13 @@ async def case_d(base: str, emu: str, pid: int) -> list[tuple[str, str, str, str
             f"in-process client {ms(cpu_in)}, overhead {ms(cpu_gw - cpu_in)} (server in its own turns "
             f"{ms(cpu_gw_turns)})",
             "overhead <= 0.5 ms",
+        ),
+        (
+            f"(d) {n} small streams, CPU, symmetric",
+            f"server {ms(cpu_gw)}",
+            f"in-process client in a process of its own {ms(cpu_child)}, overhead {ms(cpu_gw - cpu_child)}; "
+            f"the gateway's caller (aiohttp, reading the SSE) {ms(cpu['caller'] / n)}",
+            "(information)",
         ),
         (
             f"(d) {n} small streams, wall per request",

@@ -29,6 +29,7 @@ from providers._registry import PROVIDERS
 from providers._types import FinishReason, ImageResponse, Reasoning, Usage
 
 from ._app import BadRequest, error_response
+from ._events import EventStream
 
 if TYPE_CHECKING:
     from providers import Provider
@@ -42,7 +43,6 @@ _OWN_FIELDS = frozenset({"model", "messages", "stream", "temperature", "max_toke
 MODELS_TIMEOUT = 10.0  # seconds for a provider's live model list before its built-in list is used
 _DONE = b"data: [DONE]\n\n"
 _OPEN_TAIL = '},"finish_reason":null}]}\n\n'  # closes a delta object and the chunk of an unfinished answer
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _ONLY_TEXT = {str}
 #: Items that end an answer: they send nothing themselves, their content goes into the last chunk.
 _END_TYPES = (FinishReason, Usage)
@@ -294,14 +294,14 @@ class Gateway:
             batch: Sequence[Any] | None = await anext(iterator)
         except StopAsyncIteration:
             batch = None
-        response = _EventStream(headers=_SSE_HEADERS)
-        await response.prepare(request)
+        events = EventStream(request)
         chunks = _ChunkEncoder(model)
-        write = response.write
+        write = events.write
         held = end = b""
         try:
-            # One write per provider read: the items that arrived together leave together, in one send. Once
-            # the answer has its finish reason, only the end is to come: the rest is held and leaves with it.
+            # One write per provider read: the items that arrived together leave together, in one send (the
+            # first with the head). Once the answer has its finish reason, only the end is to come: the rest
+            # is held and leaves with it.
             data = chunks.start + chunks.encode(batch) if batch is not None else chunks.start
             while True:
                 if chunks.finished:
@@ -327,10 +327,10 @@ class Gateway:
             if closing is not None:
                 await closing()  # the provider's response is closed now, not when the generator is collected
             try:
-                await response.write_eof(end)
+                events.end(end)
             except ConnectionError:
                 pass  # a client that left mid-stream is not a server error
-        return response
+        return events.response
 
     # -- POST /v1/images/generations ---------------------------------------------------------------------------
 
@@ -384,16 +384,6 @@ class Gateway:
         if fetched.status != 200:
             raise GatewayError(502, f"the image at {url} answered HTTP {fetched.status}", "provider_error")
         return fetched.content
-
-
-class _EventStream(web.StreamResponse):
-    """An SSE response whose headers leave with its first bytes: one send where a ``StreamResponse`` makes two.
-
-    ``_send_headers_immediately`` is aiohttp's own switch (its ``Response`` sets it too); if a later aiohttp
-    dropped it, the headers would only go out separately again.
-    """
-
-    _send_headers_immediately = False
 
 
 class _ChunkEncoder:

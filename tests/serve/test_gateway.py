@@ -243,3 +243,38 @@ def test_a_provider_silent_mid_stream_ends_it_with_a_timeout_event(gateway: Serv
     assert json.loads(events[1])["choices"][0]["delta"]["content"] == "tok "  # the first event got through
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["error"]["type"] == "timeout_error"
+
+
+def _exchange(url: str, requests: list[bytes]) -> bytes:
+    """Send ``requests`` on one connection and read until the server closes it (or 10 s pass)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        for request in requests:
+            sock.sendall(request)
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    return received
+
+
+def test_streams_share_a_keep_alive_connection_and_http_1_0_reads_to_the_close(gateway: Server) -> None:
+    """Two streams on one HTTP/1.1 connection each get a whole chunked answer; HTTP/1.0 gets one read to the close."""
+    body = json.dumps({"model": "freenetfly/gpt-4", "messages": MESSAGES, "stream": True}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    keep = (head + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    last = (head + f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    answers = _exchange(gateway.url, [keep, last]).split(b"HTTP/1.1 200 OK\r\n")
+    assert len(answers) == 3 and answers[0] == b""
+    for answer in answers[1:]:
+        headers, _, chunked = answer.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in headers and b"Content-Type: text/event-stream" in headers
+        assert b"Date: " in headers and chunked.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    assert b"Connection: close" in answers[2] and b"Connection: close" not in answers[1]
+    old = f"POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n"
+    answer = _exchange(gateway.url, [old.encode() + body])
+    headers, _, events = answer.partition(b"\r\n\r\n")
+    assert headers.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding" not in headers
+    assert events.startswith(b"data: {") and events.endswith(b"data: [DONE]\n\n")
