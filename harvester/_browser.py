@@ -9,83 +9,56 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-import functools
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ._exceptions import BrowserError
+from ._launch import (
+    BASE_FLAGS,
+    OWNER_FILE,
+    PROFILE_PREFIX,
+    Launch,
+    browser_args,
+    find_browser,
+    has_display,
+    make_profile_dir,
+    prepare_profile,
+    remove_stale_profiles,
+    spawn,
+    spawn_options,
+)
 from ._reaper import REAPER, our_children
 
-PROFILE_PREFIX = "harvest-profile-"
-OWNER_FILE = "harvest-owner"  # in each profile: "<pid> <start time>" of the process that made it
-_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-_FALLBACK = "/usr/bin/chromium"
-# Distribution wrappers (Debian's /usr/bin/chromium is a shell script) -> the binary they exec. Calling the
-# binary directly skips a shell, `findmnt` and the wrapper's extension flags, which we do not want anyway.
-_WRAPPED = {
-    "/usr/bin/chromium": "/usr/lib/chromium/chromium",
-    "/usr/bin/chromium-browser": "/usr/lib/chromium-browser/chromium-browser",
-}
+# Re-exported: launching is ``_launch``'s, and callers know these names from here.
+__all__ = [
+    "BASE_FLAGS",
+    "OWNER_FILE",
+    "PROFILE_PREFIX",
+    "TAB_CLOSED",
+    "BrowserProcess",
+    "BrowserVersion",
+    "browser_args",
+    "find_browser",
+    "has_display",
+    "make_profile_dir",
+    "remove_stale_profiles",
+]
+
 _ENDPOINT_MARK = "DevTools listening on "
-# Chromium puts its singleton socket at $TMPDIR/.org.chromium.Chromium.XXXXXX/SingletonSocket and aborts at start
-# when that path does not fit a Unix socket address (108 bytes with the NUL); TMPDIR is the profile itself.
-_SOCKET_SUFFIX = "/.org.chromium.Chromium.XXXXXX/SingletonSocket"
-_SUN_PATH_MAX = 107
-_SHORT_TMP = "/tmp"
 _REAP_POLL = 0.005  # seconds between waitpid polls while killed helpers exit (they take a few ms each)
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_CAPBSET_DROP = 24
-_CAP_SYS_NICE = 23
+
 
 #: What both drivers raise (as BrowserError) when a tab is gone though the browser is not: with --headful the
 #: person may close the window before the harvest is done.
 TAB_CLOSED = "the browser tab was closed before the harvest finished; run again and leave it open until it is done"
-
-#: Flags for a browser on a closed network that should look like an ordinary one.
-BASE_FLAGS = (
-    "--remote-debugging-port=0",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--password-store=basic",
-    # Translate, MediaRouter, OptimizationHints: services that would reach the network. The others cost every
-    # harvest (every new browser context) a renderer of its own, about 0.16 s of CPU each on this machine:
-    # SpareRendererForSitePerProcess keeps a warm renderer bound to the last context, so each new context kills it
-    # and starts another; WebUIOmniboxPopup / WebUIOmniboxAimPopup open two hidden chrome://omnibox-popup WebUI
-    # pages per context, even headless. None of them changes what a page can see.
-    "--disable-features=Translate,MediaRouter,OptimizationHints,SpareRendererForSitePerProcess,WebUIOmniboxPopup,"
-    "WebUIOmniboxAimPopup",
-    # Without this Blink sets navigator.webdriver = true under remote debugging, and challenges refuse it.
-    "--disable-blink-features=AutomationControlled",
-    "--lang=en-US",
-    "--disable-breakpad",
-    # Start-up and scheduling only; none of these changes what a page can see.
-    "--disable-extensions",
-    "--disable-default-apps",
-    "--no-service-autorun",
-    "--mute-audio",
-    "--disable-renderer-backgrounding",
-    "--disable-background-timer-throttling",
-    "--disable-backgrounding-occluded-windows",
-    "--disable-client-side-phishing-detection",
-    "--disable-hang-monitor",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,178 +78,6 @@ class BrowserVersion:
         """The major version, e.g. ``156``."""
         head = self.full_version.split(".", 1)[0]
         return int(head) if head.isdigit() else 0
-
-
-def find_browser(configured: str | None = None) -> str:
-    """Return the Chromium executable to launch.
-
-    Order: ``$HARVEST_BROWSER``, then ``configured`` (config ``[browser] path``), then ``PATH``
-    (chromium, chromium-browser, google-chrome), then ``/usr/bin/chromium``.
-
-    Raises:
-        BrowserError: nothing executable was found.
-    """
-    explicit = os.environ.get("HARVEST_BROWSER") or configured
-    if explicit:
-        path = shutil.which(explicit) or explicit
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise BrowserError(
-                f"browser {explicit!r} is not an executable file; fix $HARVEST_BROWSER or [browser] path"
-            )
-        return _unwrap(path)
-    for name in _CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return _unwrap(found)
-    if os.access(_FALLBACK, os.X_OK):
-        return _unwrap(_FALLBACK)
-    raise BrowserError(
-        "no Chromium found: install chromium, or point $HARVEST_BROWSER (or [browser] path) at a Chrome binary"
-    )
-
-
-def _unwrap(path: str) -> str:
-    real = _WRAPPED.get(os.path.realpath(path)) or _WRAPPED.get(path)
-    if real and os.access(real, os.X_OK):
-        return real
-    return path
-
-
-def browser_args(profile_dir: str, *, headful: bool) -> list[str]:
-    """The command-line flags for one launch (pure; ``--no-sandbox`` only as root, where Chrome demands it)."""
-    args = [*BASE_FLAGS, f"--user-data-dir={profile_dir}"]
-    if not headful:
-        args.append("--headless=new")
-    if _is_root():
-        args.append("--no-sandbox")
-    if headful:
-        args.append("about:blank")
-    else:
-        # Every harvest opens its own tab in its own context, so the default tab would be a wasted renderer.
-        args.append("--no-startup-window")
-    return args
-
-
-def _profile_base() -> str:
-    base = tempfile.gettempdir()
-    if len(os.path.join(base, PROFILE_PREFIX + "x" * 8)) + len(_SOCKET_SUFFIX) > _SUN_PATH_MAX:
-        base = _SHORT_TMP
-    return base
-
-
-def make_profile_dir() -> str:
-    """Create the temp profile: under ``tempfile.gettempdir()``, or ``/tmp`` when that is too long a path.
-
-    The profile doubles as Chromium's TMPDIR, so a long ``$TMPDIR`` would push its singleton socket past the
-    Unix socket limit and Chromium would abort at start. It records its owner (``OWNER_FILE``: our pid and
-    start time), so a later run can tell a profile whose owner was killed (``remove_stale_profiles``).
-    """
-    path = tempfile.mkdtemp(prefix=PROFILE_PREFIX, dir=_profile_base())
-    try:
-        # Written under a temp name and renamed: a sweeper never reads a half-written owner.
-        temp = os.path.join(path, OWNER_FILE + ".tmp")
-        with open(temp, "w", encoding="ascii") as handle:
-            handle.write(_owner_token(os.getpid()) or str(os.getpid()))
-        os.replace(temp, os.path.join(path, OWNER_FILE))
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
-    return path
-
-
-def _owner_token(pid: int) -> str | None:
-    """``"<pid> <start time>"``: the start time (in clock ticks since boot) tells a reused pid from its first
-    owner; None when the process does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return str(pid)  # no /proc here: the pid alone
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return f"{pid} {fields[19]}" if len(fields) > 19 else str(pid)
-
-
-def _owner_alive(recorded: str) -> bool:
-    head = recorded.split()
-    if not head or not head[0].isdigit():
-        return False
-    pid = int(head[0])
-    if not sys.platform.startswith("linux"):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    current = _owner_token(pid)
-    if current is None:
-        return False
-    return len(head) < 2 or current == recorded.strip()
-
-
-def remove_stale_profiles(bases: tuple[str, ...] | None = None) -> list[str]:
-    """Delete the temp profiles whose owning process is gone (it was SIGKILLed before its teardown ran).
-
-    A profile without an owner file is skipped (one being created right now, or another program's). Returns
-    the paths removed. Runs before each launch and when the daemon starts.
-    """
-    removed = []
-    for base in dict.fromkeys(bases or (tempfile.gettempdir(), _SHORT_TMP)):
-        try:
-            entries = list(os.scandir(base))
-        except OSError:
-            continue
-        for entry in entries:
-            if not entry.name.startswith(PROFILE_PREFIX):
-                continue
-            try:
-                with open(os.path.join(entry.path, OWNER_FILE), encoding="ascii") as handle:
-                    owner = handle.read()
-            except OSError:
-                continue
-            if not _owner_alive(owner):
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed.append(entry.path)
-    return removed
-
-
-def has_display() -> bool:
-    """True where a visible window can open: always off Linux, else when $DISPLAY or $WAYLAND_DISPLAY is set."""
-    if not sys.platform.startswith("linux"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def _child_setup(nice: int | None = None) -> None:  # pragma: no cover - runs in the forked child
-    # Die with the parent even if it is SIGKILLed and never runs its teardown.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if nice is not None:
-        # Before exec, so every Chromium process and thread starts there. Chromium sets its threads' niceness by
-        # their kind (its IO, compositor and GPU threads to -8, others back to 0), which it may only do with
-        # CAP_SYS_NICE (root) or a RLIMIT_NICE above 0: both are taken away, so that it can only go nicer.
-        with contextlib.suppress(OSError):
-            os.nice(nice)
-        with contextlib.suppress(Exception):
-            resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_CAPBSET_DROP, _CAP_SYS_NICE, 0, 0, 0)
-
-
-def _become_subreaper() -> None:
-    # Chromium's helpers (zygote, renderers) are its children, not ours. When we kill the group they are
-    # re-parented to PID 1, which in containers may never reap them. As a subreaper they come to us instead,
-    # and `_reap_group` and the reaper thread (`_reaper.REAPER`) collect them.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 class BrowserProcess:
@@ -337,50 +138,29 @@ class BrowserProcess:
         await self.stop()
 
     def spawn(self) -> None:
-        """Start Chromium now, without an event loop (the ``harvest`` command does this before its imports, so
-        the browser starts while Python loads); :meth:`start` then adopts it and waits for its endpoint.
+        """Start Chromium now, without an event loop; :meth:`start` then adopts it and waits for its endpoint.
 
         Raises:
             BrowserError: the executable is missing, or no profile can be made.
         """
         if self._proc is not None or self._popen is not None:
             raise RuntimeError("BrowserProcess started twice")
-        self._prepare()
-        assert self.profile_dir is not None
-        try:
-            self._popen = subprocess.Popen(
-                [self.executable, *browser_args(self.profile_dir, headful=self.headful)], **self._spawn_options()
-            )
-        except OSError as exc:
-            shutil.rmtree(self.profile_dir, ignore_errors=True)
-            self.profile_dir = None
-            raise BrowserError(f"cannot start {self.executable}: {exc.strerror or exc}") from exc
-        REAPER.started(self._popen.pid)
+        self._take(spawn(self.executable, headful=self.headful, nice=self.nice))
 
-    def _prepare(self) -> None:
-        if self.headful and not has_display():
-            # Chromium would only say "The platform failed to initialize" and exit.
-            raise BrowserError(
-                "--headful opens a browser window, but there is no display ($DISPLAY and $WAYLAND_DISPLAY are "
-                "unset); run harvest in a desktop session (or over `ssh -X`)"
-            )
-        try:
-            self.profile_dir = make_profile_dir()
-        except OSError as exc:
-            raise BrowserError(f"cannot create a browser profile: {exc}") from exc
-        _become_subreaper()
+    @classmethod
+    def adopt(cls, launch: Launch) -> BrowserProcess:
+        """The process for a Chromium that ``_launch.spawn`` started (the ``harvest`` command forks it before its
+        imports); :meth:`start` waits for its endpoint and :meth:`stop` stops it, as for one it spawned."""
+        if launch.owner is not None:
+            raise RuntimeError("this launch is already adopted")
+        process = cls(launch.executable, headful=launch.headful)
+        process._take(launch)
+        return process
 
-    def _spawn_options(self) -> dict[str, Any]:
-        assert self.profile_dir is not None
-        return {
-            "stdin": subprocess.DEVNULL,
-            "stdout": subprocess.DEVNULL,
-            "stderr": subprocess.PIPE,
-            "start_new_session": True,  # its own process group, so one killpg reaches every helper
-            # Chromium's own temp files (singleton sockets) then go with the profile, even after a SIGKILL.
-            "env": {**os.environ, "TMPDIR": self.profile_dir},
-            "preexec_fn": functools.partial(_child_setup, self.nice) if sys.platform.startswith("linux") else None,
-        }
+    def _take(self, launch: Launch) -> None:
+        launch.owner = self
+        self.profile_dir = launch.profile_dir
+        self._popen = launch.popen
 
     async def start(self) -> None:
         """Launch the browser (or adopt the one :meth:`spawn` started) and wait (under ``start_timeout``) for
@@ -400,11 +180,12 @@ class BrowserProcess:
         else:
             # Profiles of harvests that were SIGKILLed (their teardown never ran) go first.
             await asyncio.to_thread(remove_stale_profiles)
-            self._prepare()
-            assert self.profile_dir is not None
+            self.profile_dir = prepare_profile(self.headful)
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    self.executable, *browser_args(self.profile_dir, headful=self.headful), **self._spawn_options()
+                    self.executable,
+                    *browser_args(self.profile_dir, headful=self.headful),
+                    **spawn_options(self.profile_dir, self.nice),
                 )
             except OSError as exc:
                 await self.stop()

@@ -131,6 +131,19 @@ def test_headful_waits_longer_unless_told() -> None:
     assert Harvester(headful=True, timeout=10.0).timeout == 10.0
 
 
+def test_the_early_launch_forks_chromium_before_asyncio_is_imported() -> None:
+    """`harvest --provider` forks Chromium before loading asyncio (a tenth of a second of imports here)."""
+    code = (
+        "import sys\n"
+        "from harvester._entry import _launch_early, _stop_early\n"
+        "launch = _launch_early(['--provider', 'cerebras'])\n"
+        "print(launch is not None and launch.popen.pid > 0, 'asyncio' in sys.modules)\n"
+        "_stop_early(launch)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["True", "False"]
+
+
 def test_nodriver_loads_its_cdp_modules_on_first_use() -> None:
     """The nodriver driver imports nodriver without running its ~60 generated CDP modules until one is used."""
     code = (
