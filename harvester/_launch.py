@@ -37,6 +37,11 @@ _WRAPPED = {
 _SOCKET_SUFFIX = "/.org.chromium.Chromium.XXXXXX/SingletonSocket"
 _SUN_PATH_MAX = 107
 _SHORT_TMP = "/tmp"
+# A RAM-backed directory for the profile when $TMPDIR names no other place. Chromium writes and syncs ~100
+# files there (databases of the profile it never uses for a harvest) and we delete them all at the end: on a
+# disk that costs the launch ~50 ms and the teardown ~50 ms more than on tmpfs (measured, ext4).
+_RAM_TMP = "/dev/shm"
+_RAM_TMP_MIN_FREE = 256 * 1024 * 1024  # a container's default /dev/shm (64 MB) is too small to share
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_CAPBSET_DROP = 24
@@ -128,14 +133,26 @@ def browser_args(profile_dir: str, *, headful: bool) -> list[str]:
 
 
 def _profile_base() -> str:
+    if not os.environ.get("TMPDIR") and _roomy(_RAM_TMP):
+        return _RAM_TMP
     base = tempfile.gettempdir()
     if len(os.path.join(base, PROFILE_PREFIX + "x" * 8)) + len(_SOCKET_SUFFIX) > _SUN_PATH_MAX:
         base = _SHORT_TMP
     return base
 
 
+def _roomy(path: str) -> bool:
+    """True for a writable directory with ``_RAM_TMP_MIN_FREE`` bytes free."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK) and stat.f_bavail * stat.f_frsize >= _RAM_TMP_MIN_FREE
+
+
 def make_profile_dir() -> str:
-    """Create the temp profile: under ``tempfile.gettempdir()``, or ``/tmp`` when that is too long a path.
+    """Create the temp profile: in ``/dev/shm`` (RAM) when ``$TMPDIR`` is unset and it has room, else under
+    ``tempfile.gettempdir()``, or ``/tmp`` when that is too long a path.
 
     The profile doubles as Chromium's TMPDIR, so a long ``$TMPDIR`` would push its singleton socket past the
     Unix socket limit and Chromium would abort at start. It records its owner (``OWNER_FILE``: our pid and
@@ -194,7 +211,7 @@ def remove_stale_profiles(bases: tuple[str, ...] | None = None) -> list[str]:
     the paths removed. Runs before each launch and when the daemon starts.
     """
     removed = []
-    for base in dict.fromkeys(bases or (tempfile.gettempdir(), _SHORT_TMP)):
+    for base in dict.fromkeys(bases or (tempfile.gettempdir(), _SHORT_TMP, _RAM_TMP)):
         try:
             entries = list(os.scandir(base))
         except OSError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import shutil
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,6 +203,29 @@ async def measure(runs: int, fn: Callable[[], Awaitable[Timing]], name: str) -> 
     return timings
 
 
+@contextlib.contextmanager
+def scratch_tmpdir() -> Iterator[None]:
+    """A scratch $TMPDIR for the plain scripts, removed afterwards.
+
+    They leave Chromium's singleton directories (org.chromium.Chromium.*) and their profiles in $TMPDIR, as
+    they would for a user. Only they get it: harvest keeps its profile in /dev/shm unless $TMPDIR is set, and
+    it removes what it makes. (Short: Chromium's socket path under it must fit.)
+    """
+    scratch = tempfile.mkdtemp(prefix="hb-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = scratch
+    tempfile.tempdir = None
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        tempfile.tempdir = None
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -248,12 +272,13 @@ async def main() -> None:
                 "plain zendriver script": lambda: plain_zendriver_run(emu.url, major),
                 "plain playwright script": lambda: plain_playwright_run(emu.url, major),
             }
-            for name, fn in baselines.items():
-                try:
-                    results[name] = await measure(args.runs, fn, name)
-                except Exception as exc:  # a baseline that cannot run here is reported, not fatal
-                    first = str(exc).strip().splitlines()
-                    print(f"  {name}: failed ({type(exc).__name__}: {first[-1] if first else ''})", file=sys.stderr)
+            with scratch_tmpdir():
+                for name, fn in baselines.items():
+                    try:
+                        results[name] = await measure(args.runs, fn, name)
+                    except Exception as exc:  # a baseline that cannot run here is reported, not fatal
+                        first = str(exc).strip().splitlines()
+                        print(f"  {name}: failed ({type(exc).__name__}: {first[-1] if first else ''})", file=sys.stderr)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     report(results, args)
@@ -308,13 +333,4 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    # The plain scripts leave Chromium's singleton directories (org.chromium.Chromium.*) in $TMPDIR, as they
-    # would for a user; give every browser of this run a scratch TMPDIR (short: the socket path must fit) and
-    # remove it afterwards.
-    scratch = tempfile.mkdtemp(prefix="hb-", dir="/tmp" if os.path.isdir("/tmp") else None)
-    os.environ["TMPDIR"] = scratch
-    tempfile.tempdir = None
-    try:
-        asyncio.run(main())
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    asyncio.run(main())

@@ -272,6 +272,28 @@ async def test_long_tmpdir_still_launches_and_cleans_up(
     assert not await asyncio.to_thread(profile.exists)
 
 
+async def test_without_tmpdir_the_profile_lives_in_ram_and_is_deleted(
+    no_leftovers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With $TMPDIR unset the profile goes to /dev/shm (no disk writes to sync, nor to delete), then away."""
+    from harvester import _launch
+    from harvester._browser import PROFILE_PREFIX, BrowserProcess, find_browser
+
+    if not _launch._roomy(_launch._RAM_TMP):
+        pytest.fail("this test needs a writable /dev/shm with 256 MB free")
+    monkeypatch.delenv("TMPDIR")
+    process = BrowserProcess(find_browser())
+    try:
+        await process.start()
+        assert process.profile_dir is not None
+        profile = Path(process.profile_dir)
+        assert profile.parent == Path("/dev/shm") and profile.name.startswith(PROFILE_PREFIX)
+        assert process.alive and process.endpoint.startswith("ws://")
+    finally:
+        await process.stop()
+    assert not await asyncio.to_thread(profile.exists)
+
+
 @pytest.mark.parametrize("nice", [0, 7])
 async def test_a_niced_browser_keeps_every_thread_at_that_niceness(no_leftovers: Any, nice: int) -> None:
     """BrowserProcess(nice=N) runs every Chromium process and thread N steps nicer than us: Chromium cannot undo it.
