@@ -67,6 +67,8 @@ class SharedBrowser:
         self._closed = False
         # Protects launching and closing the browser, so concurrent harvests start exactly one.
         self._lock = asyncio.Lock()
+        # Pages of finished harvests being closed (strong references, so none is collected mid-flight).
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def running(self) -> bool:
@@ -127,6 +129,13 @@ class SharedBrowser:
             await bounded_close(page.close())  # its renderer crashed while it waited
         return await driver.new_page(identity=identity, proxy=proxy)
 
+    def close_later(self, page: Page) -> None:
+        """Close a finished harvest's page (and dispose of its context) without waiting for it; the browser's
+        teardown finishes or cancels what is still closing."""
+        closing = asyncio.ensure_future(bounded_close(page.close()))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
     async def _launch(self, step: StepCallback) -> None:
         step("launching Chromium")
         process, self._launched = self._launched, None
@@ -171,6 +180,12 @@ class SharedBrowser:
         spares, self._spares = list(self._spares), collections.deque()
         for opening in spares:
             opening.cancel()
+        # Their contexts die with the browser: a close still in flight only has to end.
+        closing, self._closing = list(self._closing), set()
+        for task in closing:
+            task.cancel()
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_TIMEOUT)
         driver, self._driver = self._driver, None
         process, self.process = self.process, None
         self._identity = None

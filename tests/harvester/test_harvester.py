@@ -102,10 +102,32 @@ async def test_spare_tab_is_a_fresh_context_taken_by_the_next_harvest(emulator: 
         spare = await harvester._browser._spares[0]
         assert spare.is_open() and await spare.cookies() == []
         second = await harvester.harvest("cloudflare", base_url=emulator.url)
-        assert not spare.is_open()  # the second harvest ran in it, and closed it
+        await until(lambda: not spare.is_open())  # the second harvest ran in it, and closes it once done
         assert len(harvester._browser._spares) == 1 and (await harvester._browser._spares[0]) is not spare
     assert first.cookie_dict()["cf_clearance"] != second.cookie_dict()["cf_clearance"]
     assert emulator.stats["clearances_issued"] == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_harvest_returns_first_and_then_disposes_of_its_context(emulator: Any, backend: str) -> None:
+    """The record comes back while the page's context is still being disposed of; it is gone soon after."""
+    import aiohttp
+
+    async with Harvester(backend) as harvester:
+        record = await harvester.harvest("cloudflare", base_url=emulator.url)
+        assert harvester._browser._closing  # not waited for
+        process = harvester._browser.process
+        assert process is not None
+        async with aiohttp.ClientSession() as session, session.ws_connect(process.endpoint) as ws:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.send_json({"id": 1, "method": "Target.getBrowserContexts"})
+                    reply = await ws.receive_json()
+                    if reply.get("id") == 1 and not reply["result"]["browserContextIds"]:
+                        break
+                    await asyncio.sleep(0.02)
+        assert not harvester._browser._closing
+    assert record.cookie_dict()["cf_clearance"]
 
 
 async def test_tabs_opened_at_start_serve_the_harvests_and_are_closed_with_the_browser(emulator: Any) -> None:
