@@ -32,6 +32,9 @@ class PageState:
     title: str = ""
     html: str = field(default="", repr=False)
     ready_state: str = "complete"
+    #: The document's response headers as the browser received them (lower-case names; the last value of a
+    #: repeated field), when the driver saw that response; None otherwise.
+    headers: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
 
 def title_of(html: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from cache import Cookie
@@ -79,9 +80,31 @@ class Page(Protocol):
         """When (event loop time) a response of this page first set the cookie ``name``; None if none has."""
         ...
 
+    def document_response(self) -> DocumentResponse | None:
+        """The main frame's last document response (its URL, status and headers); None before the first."""
+        ...
+
     async def close(self) -> None:
         """Close the tab and dispose of its browser context (idempotent)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentResponse:
+    """A main-frame document's response as the browser received it (CDP ``Network.responseReceived``)."""
+
+    url: str
+    status: int
+    #: Lower-case names; a repeated field keeps its last value (as ``harvest serve``'s own fetches give them).
+    headers: dict[str, str] = field(repr=False, compare=False)
+
+
+def response_headers(headers: object) -> dict[str, str]:
+    """CDP response headers with lower-case names and, for a repeated field (CDP joins the values with
+    newlines), its last value."""
+    if not isinstance(headers, dict):
+        return {}
+    return {str(name).lower(): str(value).rsplit("\n", 1)[-1].strip() for name, value in headers.items()}
 
 
 class PageSignals:
@@ -96,6 +119,10 @@ class PageSignals:
         self._refused: ProxyAuthError | None = None
         # Cookie name -> when a response first set it (from the Set-Cookie headers Chromium reports).
         self._cookies_set: dict[str, float] = {}
+        # The main frame's id (its target's id, in Chromium), once the driver knows it, and the last document
+        # response seen for that frame.
+        self.main_frame: str | None = None
+        self._document: DocumentResponse | None = None
 
     def _on_change(self, *_: object) -> None:
         self._changed.set()
@@ -111,6 +138,21 @@ class PageSignals:
 
     def cookie_set_at(self, name: str) -> float | None:
         return self._cookies_set.get(name)
+
+    def _on_response_received(self, params: dict[str, Any]) -> None:
+        """CDP ``Network.responseReceived``: keep the main frame's document response (status and headers)."""
+        if params.get("type") != "Document" or self.main_frame is None or params.get("frameId") != self.main_frame:
+            return
+        response = params.get("response") or {}
+        status = response.get("status")
+        self._document = DocumentResponse(
+            url=str(response.get("url") or ""),
+            status=int(status) if isinstance(status, int | float) else 0,
+            headers=response_headers(response.get("headers")),
+        )
+
+    def document_response(self) -> DocumentResponse | None:
+        return self._document
 
     def _refuse(self) -> None:
         if self._refused is None and self._proxy is not None:
@@ -169,12 +211,24 @@ async def snapshot(page: Page) -> PageState:
     if not isinstance(data, dict):
         return PageState(ready_state="loading")
     status = data.get("status")
+    url = str(data.get("url") or "")
+    headers = None
+    document = page.document_response()
+    if (
+        document is not None
+        and document.url.partition("#")[0] == url.partition("#")[0]
+        and (not isinstance(status, int) or document.status == status)
+    ):
+        # The response of the document the script read, not of one loading at the same URL (a challenge page
+        # reloading itself): the same URL and the same status, else no headers (and the status stays the page's).
+        status, headers = status if isinstance(status, int) else document.status, document.headers
     return PageState(
-        url=str(data.get("url") or ""),
+        url=url,
         status=status if isinstance(status, int) else None,
         title=str(data.get("title") or ""),
         html=str(data.get("html") or ""),
         ready_state=str(data.get("ready") or "loading"),
+        headers=headers,
     )
 
 

@@ -89,6 +89,10 @@ class NodriverPage(PageSignals):
             self._changed.set()
         elif method == "Network.responseReceivedExtraInfo":
             self._on_response_extra_info(params)
+        elif method == "Network.responseReceived":
+            self._on_response_received(params)
+            if self._proxy is not None and _refused_by_proxy(method, params):
+                self._refuse()
         elif method == "Fetch.requestPaused":
             # Fetch is on only to answer the proxy's challenge, and it pauses every request: let each go on.
             self._reply("Fetch.continueRequest", requestId=params.get("requestId"))
@@ -255,6 +259,7 @@ class NodriverDriver:
                 "sessionId"
             ]
             page = NodriverPage(browser, context_id, session_id, self._pages, settings)
+            page.main_frame = target_id  # a tab's main frame has its target's id
             # Set before the first navigation, so the very first request already carries the real identity.
             # The first command to a new tab waits for its renderer to start; the others need not wait for
             # one another, so they go out together (a round trip, not four).

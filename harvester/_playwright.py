@@ -138,10 +138,15 @@ class PlaywrightDriver:
             session = await context.new_cdp_session(page)
             # playwright's own response event leaves out Set-Cookie; the raw headers come over CDP.
             session.on("Network.responseReceivedExtraInfo", wrapped._on_response_extra_info)
-            # One round trip, not two: the session answers its commands in order.
-            await asyncio.gather(
-                session.send("Network.enable"), session.send("Network.setUserAgentOverride", identity.cdp_override())
+            # The main document's status and headers (playwright's response.all_headers() is a round trip).
+            session.on("Network.responseReceived", wrapped._on_response_received)
+            # One round trip, not three: the session answers its commands in order.
+            info, *_ = await asyncio.gather(
+                session.send("Target.getTargetInfo"),
+                session.send("Network.enable"),
+                session.send("Network.setUserAgentOverride", identity.cdp_override()),
             )
+            wrapped.main_frame = info["targetInfo"]["targetId"]  # a tab's main frame has its target's id
         except BaseException:
             with contextlib.suppress(Exception):
                 await context.close()

@@ -311,9 +311,11 @@ class FlareSolverr:
         solution: dict[str, Any] = {"url": url, "status": 200}
         cookies = record.cookies
         if isinstance(answer, PageState):
-            # The page the browser saw: its status from the Navigation Timing API (200 when the browser does
-            # not say), and no headers, as FlareSolverr (the browser's response headers are not read).
-            solution.update(url=answer.url or url, status=answer.status or 200, headers={}, response=answer.html)
+            # The page the browser saw, with the status and headers of its document's response as the browser
+            # received them (FlareSolverr answers 200 and {} whatever the page was).
+            solution.update(
+                url=answer.url or url, status=answer.status or 200, headers=answer.headers or {}, response=answer.html
+            )
         elif answer is not None:
             solution.update(url=answer.url, status=answer.status, headers=answer.headers, response=answer.text)
             cookies = answer.cookies

@@ -13,6 +13,7 @@ import pytest
 
 from cache import AuthCache
 from harvester import BrowserError, ChallengeTimeout, Harvester, HarvestError, NeedsHeadfulError, harvest
+from harvester._classify import classify
 from harvester._driver import make_driver, snapshot
 from harvester._harvest import _is_page_churn
 from harvester._identity import build_identity
@@ -413,3 +414,39 @@ async def test_a_harvest_context_costs_one_renderer_and_no_webui_pages(emulator:
             assert len(_renderers(process.pid)) == 1, kinds
         finally:
             await page.close()
+
+
+async def _snapshot_of(page: Any, url: str) -> Any:
+    """The page's snapshot once its loaded document is the one at ``url`` and no challenge (20 s at most)."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                state = await snapshot(page)
+            except Exception as exc:
+                if not _is_page_churn(exc):
+                    raise
+            else:
+                if state.url == url and state.ready_state == "complete" and classify(state) != "challenge":
+                    return state
+            await page.wait_for_change(0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_snapshot_has_the_documents_own_status_and_headers(emulator: Any, backend: str) -> None:
+    """A snapshot carries the main document's response status and headers as the browser received them."""
+    async with Harvester(backend) as harvester:
+        _process, driver, identity = await harvester._ensure_browser(lambda _: None)
+        page = await driver.new_page(identity=identity)
+        try:
+            await page.goto(emulator.url + "/")
+            await _until_cleared(page)
+            cleared = await _snapshot_of(page, emulator.url + "/")
+            await page.goto(emulator.url + "/no/such/page")
+            missing = await _snapshot_of(page, emulator.url + "/no/such/page")
+        finally:
+            await page.close()
+    assert cleared.status == 200 and cleared.headers is not None
+    assert cleared.headers["server"] == "cloudflare" and cleared.headers["content-type"].startswith("text/html")
+    assert "cf-mitigated" not in cleared.headers  # the cleared page's own response, not the challenge's
+    assert missing.status == 404 and missing.headers is not None and missing.headers["server"] == "cloudflare"
+    assert missing.headers["cf-ray"] != cleared.headers["cf-ray"]  # each document's own response

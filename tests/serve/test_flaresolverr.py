@@ -55,12 +55,16 @@ def test_cold_request_runs_the_browser_once_then_answers_from_the_cache(
 
 
 def test_after_a_browser_run_the_response_is_the_page_the_browser_saw(server: Server, emulator: EmulatorThread) -> None:
-    """After a browser run `response` is the page as the browser rendered it (its script ran), not a second fetch."""
+    """After a browser run `response` is the page as the browser rendered it (its script ran), not a second fetch,
+    with the status and headers of the response the browser received for it (FlareSolverr says 200 and {})."""
     status, body = server.v1(cmd="request.get", url=emulator.url + "/")
     assert status == 200 and body["message"] == "Challenge solved!", body
     solution = body["solution"]
     assert 'data-rendered="by-script"' in solution["response"]  # set by the page's script: only a browser has it
-    assert solution["status"] == 200 and solution["headers"] == {} and solution["url"] == emulator.url + "/"
+    assert solution["status"] == 200 and solution["url"] == emulator.url + "/"
+    headers = solution["headers"]
+    assert headers["server"] == "cloudflare" and headers["content-type"].startswith("text/html")
+    assert "cf-mitigated" not in headers  # the cleared page's response, not the challenge's
     # The next request is fetched with the record: the page as served, with its real headers.
     status, body = server.v1(cmd="request.get", url=emulator.url + "/")
     assert status == 200 and body["message"] == "Challenge not detected!"

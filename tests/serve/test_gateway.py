@@ -65,6 +65,8 @@ def test_sync_stream_ends_with_finish_reason_and_usage(gateway: Server) -> None:
     assert text == REPLY
     assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].usage.total_tokens > 0
     assert all(c.object == "chat.completion.chunk" for c in chunks)
+    # The provider's own events are forwarded under this answer's id and model, as the ones built here are.
+    assert {c.model for c in chunks} == {"freenetfly/gpt-4"} and len({c.id for c in chunks}) == 1
 
 
 async def test_async_stream_and_completion(gateway: Server) -> None:
