@@ -25,6 +25,7 @@ this build parses whole (see :func:`unpack_records`). Readers and writers of bot
 from __future__ import annotations
 
 import base64
+import operator
 import os
 import struct
 import zlib
@@ -314,20 +315,23 @@ def _index(plaintext: bytes) -> dict[str, list[int]] | None:
     # Every record must sit right after its `"name":`, each after the one before, the last right before the index:
     # then the spans are exactly the records object's values (each is checked as JSON when it is parsed). A name
     # that JSON escapes (never one of ours: see NAME_RULE) is not found as its plain bytes: the whole is parsed.
-    pos = len(_HEAD) - 1  # where the comma before the next name would be
-    found = 0
-    try:
-        for name, (start, end) in index.items():
-            key = b'"' + name.encode() + b'":'
-            pos += 1
-            if start != pos + len(key) or end < start or not plaintext.startswith(key, pos):
-                return None
-            pos = end
-            found += 1
-            if plaintext[pos] != 44:  # b","
-                break
-    except (TypeError, ValueError, AttributeError, IndexError):  # an entry that is not a name and [start, end]
-        return None
+    # Checked with builtins (zip, map, join) rather than a Python loop per record, and every entry must be a pair
+    # of ints: the loop let [28.0, 44] through, and that get then raised TypeError instead of parsing the whole.
     if not index:
-        pos = len(_HEAD)
-    return index if pos == at - len(_INDEX_KEY) and found == len(index) else None
+        return index if at == len(_HEAD) + len(_INDEX_KEY) else None
+    try:
+        starts, ends = zip(*index.values(), strict=True)  # ValueError unless every entry is a pair
+        # The bytes between records: before the first one, between each two. Compared whole, so each is the
+        # separator it must be (`"a":`, then `,"b":`, ...) and so each record starts where its name ends.
+        gaps = list(map(plaintext.__getitem__, map(slice, (len(_HEAD), *ends[:-1]), starts)))
+        separators = ('"' + '":\0,"'.join(index) + '":').encode().split(b"\0")  # NUL: no name of ours has one
+        if (
+            gaps != separators
+            or min(starts) <= 0
+            or ends[-1] != at - len(_INDEX_KEY)
+            or not all(map(operator.le, starts, ends))
+        ):
+            return None
+    except (TypeError, ValueError, UnicodeEncodeError):  # an entry that is not [start, end] of ints
+        return None
+    return index

@@ -68,6 +68,37 @@ def test_an_index_that_does_not_fit_its_document_is_not_trusted(edit) -> None:  
     assert isinstance(unpacked, dict) and unpacked == document["records"]
 
 
+def _with_index(index: object) -> bytes:
+    """The records a and b (packed), followed by ``index`` in place of theirs, with a sound ``index_at``."""
+    packed = pack_records({"a": orjson.dumps({"provider": "a"}), "b": orjson.dumps({"provider": "b"})})
+    at = int(packed[-12:-2])
+    return packed[:at] + orjson.dumps(index) + b',"index_at":"%010d"}' % at
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        {"a": [28, 45], "b": [50, 65]},  # a ends one byte late (on its comma), b starts one byte late
+        {"a": [28, 44], "b": [48, 65]},  # b starts one byte early
+        {"a": [28 - 125, 44], "b": [49, 65]},  # a negative start that slices the same bytes
+        {"a": [28, 44], "b": [49, 65], "c": [65, 65]},  # an entry for no record
+        {"b": [49, 65], "a": [28, 44]},  # the right spans, in another order than the records
+        {"a": [44, 28], "b": [49, 65]},
+        {"a": [28.0, 44], "b": [49, 65]},
+        {"a": [28, 44, 0], "b": [49, 65, 0]},
+        {"a": [28, 44], "b": [49]},
+        {"a": "28", "b": [49, 65]},
+        {"a": None, "b": [49, 65]},
+    ],
+)
+def test_an_index_whose_spans_do_not_tile_the_records_is_not_trusted(index: object) -> None:
+    """An index whose spans are off, out of order, misshapen or for records that are not there is not used."""
+    sound = {"a": [28, 44], "b": [49, 65]}
+    assert not isinstance(unpack_records(_with_index(sound)), dict) and len(_with_index(sound)) == 125
+    unpacked = unpack_records(_with_index(index))
+    assert isinstance(unpacked, dict) and unpacked == {"a": {"provider": "a"}, "b": {"provider": "b"}}
+
+
 @pytest.mark.parametrize("plaintext", [b"not json", b"[]", b'{"records": []}', b'{"version":1,"records":{'])
 def test_a_document_that_is_no_records_object_is_corrupt(plaintext: bytes) -> None:
     """Bytes that are not a records document raise CacheCorruptError (the AEAD vouches only for who wrote them)."""
