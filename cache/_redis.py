@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -120,6 +121,62 @@ def split_url(url: str) -> tuple[str, str, float]:
     return plain, prefix, ttl
 
 
+class _Reader:
+    """One connection held out of the client's pool for the blob reads (``MGET blob ver``), one at a time.
+
+    A cold ``get`` is one MGET; through ``client.mget`` it cost about 150 us of redis-py's own work per call (its
+    retry wrapper, pool check-out with a readiness poll, check-in and observability counters) beside a round trip
+    of about 25 us. The connection is redis-py's (its handshake, TLS, unix sockets and RESP parser); only the
+    command dispatch is skipped. A thread that finds it busy uses the pool (``None``: the caller does).
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._lock = threading.Lock()  # guards _conn: one command and its reply at a time on it
+        self._conn: Any = None
+        self._pid = os.getpid()  # a forked child never reuses its parent's socket
+
+    def mget(self, command: tuple[str, ...]) -> list[Any] | None:
+        """The reply to ``command`` (an MGET), or None when another thread is using the connection."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._pid != os.getpid():
+                self._conn, self._pid = None, os.getpid()
+            for attempt in (0, 1):
+                conn = self._conn
+                if conn is None:
+                    conn = self._conn = self._pool.get_connection()  # connected, handshake done
+                try:
+                    conn.send_command(*command, check_health=False)
+                    return cast("list[Any]", conn.read_response())
+                except rex.ConnectionError:
+                    # The server closed a connection we held (restarted, idle timeout): a fresh one, once,
+                    # as redis-py's own retry would (MGET is idempotent).
+                    self._drop(conn)
+                    if attempt:
+                        raise
+                except BaseException:
+                    self._drop(conn)  # a reply may be half read: never reuse it
+                    raise
+            raise AssertionError("unreachable")
+        finally:
+            self._lock.release()
+
+    def _drop(self, conn: Any) -> None:
+        self._conn = None
+        with contextlib.suppress(Exception):
+            conn.disconnect()
+        with contextlib.suppress(Exception):
+            self._pool.release(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                self._pool.release(conn)
+
+
 class _Shared:
     """A process-wide redis-py client, what its URL says, its scripts, and how many open handles use it."""
 
@@ -131,6 +188,7 @@ class _Shared:
         # Registered once per client (each registration hashes the script): a handle opens in microseconds.
         self.save_script = client.register_script(_SAVE)
         self.move_script = client.register_script(_MOVE_ASIDE)
+        self.reader = _Reader(client)
         self.handles = 0
 
 
@@ -154,14 +212,17 @@ class RedisStorage:
         location: str = "redis",
         lock_ttl: float = LOCK_TTL,
         scripts: tuple[Any, Any] | None = None,
+        reader: _Reader | None = None,
     ) -> None:
         self._client = client
+        self._reader = reader or _Reader(client)
         self.prefix = prefix
         #: seconds a lock outlives a holder that died (extended every third of it while the holder lives)
         self.lock_ttl = lock_ttl
         self._location = location
         self._blob = f"{prefix}:blob"
         self._ver = f"{prefix}:ver"
+        self._mget = ("MGET", self._blob, self._ver)
         self._channel = f"{prefix}:changed"
         # "<ver>:<blob>" after every write of a blob up to PUSH_LIMIT bytes, published before the change message:
         # a reader installs the new blob without a round trip.
@@ -213,6 +274,7 @@ class RedisStorage:
             location=shared.location,
             lock_ttl=shared.lock_ttl,
             scripts=(shared.save_script, shared.move_script),
+            reader=shared.reader,
         )
         storage._shared_key = url
         return storage
@@ -299,7 +361,10 @@ class RedisStorage:
         # server, so no write after this load is missed.
         with self._errors():
             # One command, so the pair is read atomically (redis-py types replies loosely: these are bytes).
-            data, ver = cast("list[bytes | None]", self._client.mget([self._blob, self._ver]))
+            reply = self._reader.mget(self._mget)
+            if reply is None:  # another thread is reading: through the pool
+                reply = self._client.mget([self._blob, self._ver])
+            data, ver = cast("list[bytes | None]", reply)
         self._remember(int(ver or 0), data is not None)
         if data is None:
             return None, None
@@ -503,6 +568,7 @@ class RedisStorage:
                     return  # other handles of this process still use the client
                 del _CLIENTS[key]
         with contextlib.suppress(Exception):
+            self._reader.close()
             self._client.close()
 
     def wait_for_version(self, ver: int, timeout: float) -> bool:

@@ -172,6 +172,20 @@ def test_readers_serve_their_view_while_redis_is_down_and_writers_recover(
     cache.close()
 
 
+def test_a_cold_get_after_a_server_restart_reads_on_a_new_connection(own_redis: RedisServer) -> None:
+    """The connection a process keeps for blob reads, closed by a restarted server, is replaced: the get answers."""
+    url = own_redis.url("restart")
+    cache = AuthCache.open(url)
+    cache.put(make_record())
+    assert AuthCache.open(url).get("cerebras") == make_record()  # the process now holds a read connection
+    own_redis.restart()  # an empty server: no persistence
+    writer = AuthCache.open(url)
+    writer.put(make_record(provider="other"))  # through the client's pool, which redis-py reconnects
+    assert AuthCache.open(url).get("other") == make_record(provider="other")
+    cache.close()
+    writer.close()
+
+
 def test_warm_get_on_redis_makes_no_round_trip(redis_location: str) -> None:
     """Once subscribed, 2000 warm gets send no command to the server (the version comes from pub/sub)."""
     cache = AuthCache.open(redis_location)
