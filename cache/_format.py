@@ -201,7 +201,7 @@ def unseal(data: bytes, header: Header, key: bytes) -> bytes:
     start = len(header.raw)
     nonce = data[start : start + NONCE_SIZE]
     try:
-        return AESGCM(key).decrypt(nonce, data[start + NONCE_SIZE :], header.raw)
+        return AESGCM(key).decrypt(nonce, memoryview(data)[start + NONCE_SIZE :], header.raw)  # no copy
     except InvalidTag:
         # The key fingerprint in the (authenticated) header tells a wrong key from a damaged file.
         if key_id(key) != header.key_id:
