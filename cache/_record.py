@@ -28,6 +28,9 @@ RECORD_KEYS = (
     "expires_at",
 )
 COOKIE_KEYS = ("name", "value", "domain", "path", "expires", "http_only", "secure", "same_site")
+_COOKIE_KEY_SET = frozenset(COOKIE_KEYS)
+_RECORD_KEY_SET = frozenset(RECORD_KEYS)
+_SAME_SITES = ("Strict", "Lax", "None")
 
 #: What a record name (the provider, or ``--name``) must match, after lower-casing.
 NAME_RULE = "[a-z0-9][a-z0-9._-]{0,63}"
@@ -163,31 +166,37 @@ class Cookie:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Cookie:
         """Build a cookie from its JSON form, raising ``ValueError`` on a bad shape."""
-        if not isinstance(data, Mapping):
+        # Every cold cache read builds each cookie of the record asked for: the common case (a dict of known keys,
+        # all the right types) costs one superset test and a get per key.
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise ValueError("cookie: expected an object")
-        unknown = set(data) - set(COOKIE_KEYS)
-        if unknown:
-            raise ValueError(f"cookie: unknown keys {sorted(unknown)}")
-        for key in ("name", "value"):
-            if not isinstance(data.get(key), str):
-                raise ValueError(f"cookie.{key}: expected a string")
-        expires = data.get("expires")
-        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int | float)):
-            raise ValueError("cookie.expires: expected epoch seconds or null")
-        if expires is not None and expires >= 0:
-            _check_epoch(expires, "cookie.expires")
-        same_site = data.get("same_site")
-        if same_site is not None and same_site not in ("Strict", "Lax", "None"):
+        if not _COOKIE_KEY_SET.issuperset(data):
+            raise ValueError(f"cookie: unknown keys {sorted(set(data) - _COOKIE_KEY_SET)}")
+        get = data.get
+        name, value = get("name"), get("value")
+        if type(name) is not str and not isinstance(name, str):
+            raise ValueError("cookie.name: expected a string")
+        if type(value) is not str and not isinstance(value, str):
+            raise ValueError("cookie.value: expected a string")
+        expires = get("expires")
+        if expires is not None:
+            if isinstance(expires, bool) or not isinstance(expires, int | float):
+                raise ValueError("cookie.expires: expected epoch seconds or null")
+            if expires >= 0:
+                _check_epoch(expires, "cookie.expires")
+            expires = None if expires < 0 else float(expires)  # a session cookie (-1) has none
+        same_site = get("same_site")
+        if same_site is not None and same_site not in _SAME_SITES:
             raise ValueError(f"cookie.same_site: {same_site!r} is not Strict, Lax or None")
         return cls(
-            name=data["name"],
-            value=data["value"],
-            domain=str(data.get("domain") or ""),
-            path=str(data.get("path") or "/"),
-            expires=None if expires is None or expires < 0 else float(expires),
-            http_only=bool(data.get("http_only", False)),
-            secure=bool(data.get("secure", False)),
-            same_site=same_site,
+            name,
+            value,
+            str(get("domain") or ""),
+            str(get("path") or "/"),
+            expires,
+            bool(get("http_only", False)),
+            bool(get("secure", False)),
+            same_site,
         )
 
 
@@ -299,11 +308,10 @@ class SessionRecord:
         The provider name is lower-cased. ``validate=False`` skips :meth:`validate` (for records the cache
         already checked when they were written; the shape is still checked).
         """
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise ValueError("record: expected a JSON object")
-        unknown = set(data) - set(RECORD_KEYS)
-        if unknown:
-            raise ValueError(f"record: unknown keys {sorted(unknown)}")
+        if not _RECORD_KEY_SET.issuperset(data):
+            raise ValueError(f"record: unknown keys {sorted(set(data) - _RECORD_KEY_SET)}")
         provider = data.get("provider")
         if validate:
             provider = normalize_name(provider, "provider")
