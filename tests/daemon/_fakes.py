@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class FakeHarvester:
         self.bug_next = 0  # harvests that fail with a KeyError (a bug in our code, not a browser failure)
         self.gate: asyncio.Event | None = None  # when set, each harvest also waits for it (after ``delay``)
         self.calls: list[str] = []
+        self.started: list[float] = []  # time.monotonic() at each call
         self.timeouts: list[float | None] = []  # the timeout each call was given
         self.cancelled: list[str] = []
         self.headful = False
@@ -86,6 +88,7 @@ class FakeHarvester:
             recipe = self.resolve(provider, url=url, name=name, base_url=base_url)
         name, base_url = recipe.name, recipe.base_url
         self.calls.append(name)
+        self.started.append(time.monotonic())
         self.timeouts.append(timeout)
         self.browser_running = True
         self.concurrent += 1
