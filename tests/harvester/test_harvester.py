@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +32,39 @@ async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 Factory = Callable[..., Any]
 
 
+@contextlib.asynccontextmanager
+async def _open_page(backend: str) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """A new page (in its own context) of a browser that a ``Harvester`` launched, with the browser process and
+    the identity the page presents; the page is closed after."""
+    async with Harvester(backend) as harvester:
+        process, driver, identity = await harvester._ensure_browser(lambda _: None)
+        page = await driver.new_page(identity=identity)
+        try:
+            yield process, identity, page
+        finally:
+            await page.close()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_page_presents_a_consistent_non_headless_identity(emulator: Any, backend: str) -> None:
     """Inside the page the UA has no Headless, webdriver is false, and the brands are the recorded ones."""
-    async with Harvester(backend) as harvester:
-        _process, driver, identity = await harvester._ensure_browser(lambda _: None)
-        page = await driver.new_page(identity=identity)
-        try:
-            await page.goto(emulator.url + "/static/img/none.png")
-            # goto returns at commit: a script that starts just then may still run in the blank document, which
-            # the image's replaces under it; read again once the image's own document is up (as the harvester does).
-            async with asyncio.timeout(20):
-                while True:
-                    try:
-                        seen = await page.evaluate(
-                            "(async () => ({ua: navigator.userAgent, webdriver: navigator.webdriver,"
-                            ' brands: navigator.userAgentData.brands.map(b => `"${b.brand}";v="${b.version}"`)'
-                            ".join(', '), platform: navigator.userAgentData.platform}))()"
-                        )
-                        break
-                    except Exception as exc:
-                        if not _is_page_churn(exc):
-                            raise
-                        await page.wait_for_change(0.1)
-        finally:
-            await page.close()
+    async with _open_page(backend) as (_process, identity, page):
+        await page.goto(emulator.url + "/static/img/none.png")
+        # goto returns at commit: a script that starts just then may still run in the blank document, which
+        # the image's replaces under it; read again once the image's own document is up (as the harvester does).
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    seen = await page.evaluate(
+                        "(async () => ({ua: navigator.userAgent, webdriver: navigator.webdriver,"
+                        ' brands: navigator.userAgentData.brands.map(b => `"${b.brand}";v="${b.version}"`)'
+                        ".join(', '), platform: navigator.userAgentData.platform}))()"
+                    )
+                    break
+                except Exception as exc:
+                    if not _is_page_churn(exc):
+                        raise
+                    await page.wait_for_change(0.1)
     assert "Headless" not in seen["ua"] and seen["ua"] == identity.user_agent
     assert seen["webdriver"] is False
     assert seen["brands"] == identity.headers()["sec-ch-ua"]
@@ -65,15 +74,10 @@ async def test_page_presents_a_consistent_non_headless_identity(emulator: Any, b
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_page_wakes_when_a_response_sets_the_clearance(emulator: Any, backend: str) -> None:
     """A page notes (and wakes its waiter on) the response that sets cf_clearance, before the page reloads."""
-    async with Harvester(backend) as harvester:
-        _process, driver, identity = await harvester._ensure_browser(lambda _: None)
-        page = await driver.new_page(identity=identity)
-        try:
-            await page.goto(emulator.url + "/")
-            await _until_cleared(page)
-            assert emulator.stats["clearances_issued"] == 1
-        finally:
-            await page.close()
+    async with _open_page(backend) as (_process, _identity, page):
+        await page.goto(emulator.url + "/")
+        await _until_cleared(page)
+        assert emulator.stats["clearances_issued"] == 1
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -274,23 +278,31 @@ async def test_long_tmpdir_still_launches_and_cleans_up(
     """With a $TMPDIR too long for Chromium's socket path, the profile goes to /tmp and is still deleted."""
     import tempfile
 
-    from harvester._browser import PROFILE_PREFIX, BrowserProcess, find_browser
+    from harvester._browser import PROFILE_PREFIX
 
     deep = Path(no_leftovers) / ("d" * 60) / ("e" * 40)
     deep.mkdir(parents=True)
     monkeypatch.setenv("TMPDIR", str(deep))
     monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    profile = await _profile_of_a_browser_run()
+    assert profile.parent == Path("/tmp") and profile.name.startswith(PROFILE_PREFIX)
+    # (The fixture checks that no Chromium of this test survives; other sessions may use /tmp too.)
+    assert not await asyncio.to_thread(profile.exists)
+
+
+async def _profile_of_a_browser_run() -> Path:
+    """Start a browser, check that it answers, stop it; return where its profile was."""
+    from harvester._browser import BrowserProcess, find_browser
+
     process = BrowserProcess(find_browser())
     try:
         await process.start()
         assert process.profile_dir is not None
         profile = Path(process.profile_dir)
-        assert profile.parent == Path("/tmp") and profile.name.startswith(PROFILE_PREFIX)
         assert process.alive and process.endpoint.startswith("ws://")
     finally:
         await process.stop()
-    # (The fixture checks that no Chromium of this test survives; other sessions may use /tmp too.)
-    assert not await asyncio.to_thread(profile.exists)
+    return profile
 
 
 async def test_without_tmpdir_the_profile_lives_in_ram_and_is_deleted(
@@ -298,20 +310,13 @@ async def test_without_tmpdir_the_profile_lives_in_ram_and_is_deleted(
 ) -> None:
     """With $TMPDIR unset the profile goes to /dev/shm (no disk writes to sync, nor to delete), then away."""
     from harvester import _launch
-    from harvester._browser import PROFILE_PREFIX, BrowserProcess, find_browser
+    from harvester._browser import PROFILE_PREFIX
 
     if not _launch._roomy(_launch._RAM_TMP):
         pytest.fail("this test needs a writable /dev/shm with 256 MB free")
     monkeypatch.delenv("TMPDIR")
-    process = BrowserProcess(find_browser())
-    try:
-        await process.start()
-        assert process.profile_dir is not None
-        profile = Path(process.profile_dir)
-        assert profile.parent == Path("/dev/shm") and profile.name.startswith(PROFILE_PREFIX)
-        assert process.alive and process.endpoint.startswith("ws://")
-    finally:
-        await process.stop()
+    profile = await _profile_of_a_browser_run()
+    assert profile.parent == Path("/dev/shm") and profile.name.startswith(PROFILE_PREFIX)
     assert not await asyncio.to_thread(profile.exists)
 
 
@@ -382,38 +387,6 @@ async def _until_cleared(page: Any) -> None:
             await page.wait_for_change(5.0)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-async def test_a_harvest_context_costs_one_renderer_and_no_webui_pages(emulator: Any, backend: str) -> None:
-    """A cleared tab is the browser's only renderer: no spare renderer and no omnibox WebUI pages per context."""
-    import aiohttp
-
-    async with Harvester(backend) as harvester:
-        process, driver, identity = await harvester._ensure_browser(lambda _: None)
-        page = await driver.new_page(identity=identity)
-        try:
-            await page.goto(emulator.url + "/")
-            await _until_cleared(page)
-            async with asyncio.timeout(20):
-                # The spare renderer is started once a navigation commits: wait for the reloaded page's load.
-                while True:
-                    try:
-                        state = await snapshot(page)
-                    except Exception:  # the reload destroyed the context under the script: look again
-                        state = None
-                    if state is not None and state.title == "Playground" and state.ready_state == "complete":
-                        break
-                    await page.wait_for_change(0.2)
-            async with aiohttp.ClientSession() as session, session.ws_connect(process.endpoint) as ws:
-                await ws.send_json({"id": 1, "method": "Target.getTargets"})
-                reply = await ws.receive_json(timeout=10)
-            kinds = sorted(f"{t['type']} {t['url']}" for t in reply["result"]["targetInfos"])
-            assert not [k for k in kinds if k.startswith("browser_ui") or "omnibox" in k], kinds
-            assert process.pid is not None
-            assert len(_renderers(process.pid)) == 1, kinds
-        finally:
-            await page.close()
-
-
 async def _snapshot_of(page: Any, url: str) -> Any:
     """The page's snapshot once its loaded document is the one at ``url`` and no challenge (20 s at most)."""
     async with asyncio.timeout(20):
@@ -430,19 +403,33 @@ async def _snapshot_of(page: Any, url: str) -> Any:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_harvest_context_costs_one_renderer_and_no_webui_pages(emulator: Any, backend: str) -> None:
+    """A cleared tab is the browser's only renderer: no spare renderer and no omnibox WebUI pages per context."""
+    import aiohttp
+
+    async with _open_page(backend) as (process, _identity, page):
+        await page.goto(emulator.url + "/")
+        await _until_cleared(page)
+        # The spare renderer is started once a navigation commits: wait for the reloaded page's load.
+        assert (await _snapshot_of(page, emulator.url + "/")).title == "Playground"
+        async with aiohttp.ClientSession() as session, session.ws_connect(process.endpoint) as ws:
+            await ws.send_json({"id": 1, "method": "Target.getTargets"})
+            reply = await ws.receive_json(timeout=10)
+        kinds = sorted(f"{t['type']} {t['url']}" for t in reply["result"]["targetInfos"])
+        assert not [k for k in kinds if k.startswith("browser_ui") or "omnibox" in k], kinds
+        assert process.pid is not None
+        assert len(_renderers(process.pid)) == 1, kinds
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_snapshot_has_the_documents_own_status_and_headers(emulator: Any, backend: str) -> None:
     """A snapshot carries the main document's response status and headers as the browser received them."""
-    async with Harvester(backend) as harvester:
-        _process, driver, identity = await harvester._ensure_browser(lambda _: None)
-        page = await driver.new_page(identity=identity)
-        try:
-            await page.goto(emulator.url + "/")
-            await _until_cleared(page)
-            cleared = await _snapshot_of(page, emulator.url + "/")
-            await page.goto(emulator.url + "/no/such/page")
-            missing = await _snapshot_of(page, emulator.url + "/no/such/page")
-        finally:
-            await page.close()
+    async with _open_page(backend) as (_process, _identity, page):
+        await page.goto(emulator.url + "/")
+        await _until_cleared(page)
+        cleared = await _snapshot_of(page, emulator.url + "/")
+        await page.goto(emulator.url + "/no/such/page")
+        missing = await _snapshot_of(page, emulator.url + "/no/such/page")
     assert cleared.status == 200 and cleared.headers is not None
     assert cleared.headers["server"] == "cloudflare" and cleared.headers["content-type"].startswith("text/html")
     assert "cf-mitigated" not in cleared.headers  # the cleared page's own response, not the challenge's
