@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from cache import AuthCache, CacheCorruptError, Storage
 from cache._format import decrypt, encrypt, pack_records, read_header, seal, unpack_records, unseal
-from cache._keys import KeySource
 
+from .conftest import stored_blob
 from .test_record import make_record
 
 json_values = st.recursive(
@@ -108,11 +108,9 @@ def test_a_document_that_is_no_records_object_is_corrupt(plaintext: bytes) -> No
 
 def _rewrite(storage: Storage, plaintext: bytes) -> None:
     """Replace the stored blob with ``plaintext``, encrypted under the same key (as another build would write it)."""
-    data, version = storage.load()
-    assert data is not None
-    header = read_header(data)
+    _, header, key, version = stored_blob(storage)
     with storage.lock(5):
-        storage.save(seal(plaintext, KeySource.resolve(None).key_for(header.kdf), header.kdf), version)
+        storage.save(seal(plaintext, key, header.kdf), version)
 
 
 def test_a_blob_this_build_writes_reads_whole_as_before(storage: Storage, location: str) -> None:
@@ -120,10 +118,8 @@ def test_a_blob_this_build_writes_reads_whole_as_before(storage: Storage, locati
     cache = AuthCache.open(location)
     cache.put(make_record())
     cache.put(make_record(provider="deepinfra"))
-    data, _ = storage.load()
-    assert data is not None
-    header = read_header(data)
-    document = decrypt(data, header, KeySource.resolve(None).key_for(header.kdf))
+    data, header, key, _ = stored_blob(storage)
+    document = decrypt(data, header, key)
     assert document["version"] == 1
     assert document["records"] == {
         "cerebras": make_record().to_json(),
@@ -135,10 +131,7 @@ def test_a_blob_written_without_an_index_reads_and_takes_writes(storage: Storage
     """A blob a build before the index wrote reads in this build, and a write over it keeps every record."""
     cache = AuthCache.open(location)
     cache.put(make_record())
-    data, _ = storage.load()
-    assert data is not None
-    header = read_header(data)
-    key = KeySource.resolve(None).key_for(header.kdf)
+    _, header, key, _ = stored_blob(storage)
     old = {"version": 1, "records": {"cerebras": make_record().to_json(), "old": make_record(provider="old").to_json()}}
     _rewrite(storage, orjson.dumps(old))
     assert encrypt(old, key, header.kdf)  # the same bytes an older build's encrypt() makes
@@ -172,9 +165,7 @@ def test_a_write_keeps_the_bytes_of_records_it_did_not_change(storage: Storage, 
     plain = orjson.dumps(make_record().to_json())
     _rewrite(storage, pack_records({"cerebras": plain, "odd": odd}))
     AuthCache.open(location).put(make_record(provider="zeta"))
-    data, _ = storage.load()
-    assert data is not None
-    header = read_header(data)
-    records = unpack_records(unseal(data, header, KeySource.resolve(None).key_for(header.kdf)))
+    data, header, key, _ = stored_blob(storage)
+    records = unpack_records(unseal(data, header, key))
     assert bytes(records["odd"]) == odd and bytes(records["cerebras"]) == plain
     assert AuthCache.open(location).get("odd") == make_record(provider="odd")

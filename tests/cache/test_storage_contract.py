@@ -17,6 +17,7 @@ import pytest
 from cache import AuthCache, CacheConflictError, CacheCorruptError, CacheLockTimeout, SessionRecord, open_storage
 from cache._storage import Storage
 
+from .conftest import stored_blob
 from .test_record import make_record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,15 +118,11 @@ def test_tampered_blob_is_detected_and_never_overwritten(storage: Storage, locat
 
 def test_a_malformed_record_is_reported_where_it_is_read(storage: Storage, location: str) -> None:
     """A record of a bad shape in a sound blob: reading it, listing or writing is CacheCorruptError; others still read."""
-    from cache._format import decrypt, encrypt, read_header
-    from cache._keys import KeySource
+    from cache._format import decrypt, encrypt
 
     cache = AuthCache.open(location)
     cache.put(make_record())
-    data, version = storage.load()
-    assert data is not None
-    header = read_header(data)
-    key = KeySource.resolve(None).key_for(header.kdf)
+    data, header, key, version = stored_blob(storage)
     document = decrypt(data, header, key)
     document["records"]["broken"] = {"provider": "broken", "cookies": "not a list"}
     with storage.lock(5):
