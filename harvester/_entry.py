@@ -118,15 +118,13 @@ def _is_oneshot_harvest(args: list[str]) -> bool:
     return harvesting
 
 
-def _launch_early(args: list[str]) -> Launch | None:
-    """Start Chromium before the imports when the command line harvests (``_launch.spawn``): it starts while
-    Python loads asyncio, click, the cache and the driver, and the harvester adopts it. None otherwise, or when
-    it cannot start (the launch proper then says why).
+def _launch_early() -> Launch | None:
+    """Start Chromium before the imports of a command line that harvests (``_launch.spawn``): it starts while
+    Python loads asyncio, click, the cache and the driver, and the harvester adopts it. None when it cannot
+    start (the launch proper then says why).
 
     ``_launch`` imports no asyncio (a tenth of a second here): the fork comes before that, not after.
     """
-    if not _is_oneshot_harvest(args):
-        return None
     from harvester._launch import find_browser, spawn
 
     try:
@@ -161,8 +159,8 @@ def main() -> None:
     if handles_sigint:
         signal.signal(signal.SIGINT, _interrupted_while_loading)
     fast = _parse_cache_get(sys.argv[1:])
-    early = None if fast is not None else _launch_early(sys.argv[1:])
     oneshot = fast is None and _is_oneshot_harvest(sys.argv[1:])
+    early = _launch_early() if oneshot else None
     code: object = 0
     try:
         _main(fast, early, handles_sigint)

@@ -136,7 +136,7 @@ def test_the_early_launch_forks_chromium_before_asyncio_is_imported() -> None:
     code = (
         "import sys\n"
         "from harvester._entry import _launch_early, _stop_early\n"
-        "launch = _launch_early(['--provider', 'cerebras'])\n"
+        "launch = _launch_early()\n"
         "print(launch is not None and launch.popen.pid > 0, 'asyncio' in sys.modules)\n"
         "_stop_early(launch)\n"
     )
