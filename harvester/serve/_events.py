@@ -92,13 +92,15 @@ class EventStream:
             head += b"Connection: close\r\n"
         self._head: bytes | None = head + b"\r\n"
 
-    def _send(self, data: bytes) -> asyncio.WriteTransport:
+    def _send(self, data: bytes, *, last: bool = False) -> asyncio.WriteTransport:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
         head, self._head = self._head, None
         if self._chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+            if last:
+                data += _END
         transport.write(data if head is None else head + data)
         return transport
 
@@ -110,12 +112,4 @@ class EventStream:
 
     def end(self, data: bytes = b"") -> None:
         """Send ``data`` and the end of the body (with the head, if nothing was sent yet)."""
-        if self._chunked:
-            transport = self._transport
-            if transport is None or transport.is_closing():
-                raise ConnectionResetError("the client closed the connection")
-            head, self._head = self._head, None
-            body = b"%x\r\n%b\r\n%b" % (len(data), data, _END) if data else _END
-            transport.write(body if head is None else head + body)
-        else:
-            self._send(data)
+        self._send(data, last=True)
