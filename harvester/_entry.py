@@ -147,9 +147,25 @@ def _stop_early(launch: Launch | None) -> None:
 
 
 def _interrupted_while_loading(signum: int, frame: object) -> None:
-    # Only imports have run (nothing written, no lock, no child process), so there is nothing to clean up, and
-    # exiting here spares the user a KeyboardInterrupt traceback out of whichever module was loading.
+    # Only imports have run (nothing written, no lock), so there is nothing to clean up but the early browser,
+    # and exiting here spares the user a KeyboardInterrupt traceback out of whichever module was loading.
+    if _early is not None:
+        _early.kill_now()
     os._exit(_INTERRUPTED)
+
+
+_early: Launch | None = None  # the Chromium main() forked before the imports, for the handler above
+
+
+def command_starts() -> None:
+    """Called as a command starts (for click, once it has parsed the command line): from here on a command may
+    hold a lock or run a browser, so Ctrl-C unwinds it (KeyboardInterrupt, which asyncio.run turns into
+    cancelling the work) before we exit. Until then the quiet exit above stands: click itself would turn a
+    Ctrl-C while it parses into "Aborted!" and exit 1. Does nothing where the caller chose how to handle SIGINT
+    (a shell ignoring it for a background job) or when the command was not started by ``main``.
+    """
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main() -> None:
@@ -160,10 +176,11 @@ def main() -> None:
         signal.signal(signal.SIGINT, _interrupted_while_loading)
     fast = _parse_cache_get(sys.argv[1:])
     oneshot = fast is None and _is_oneshot_harvest(sys.argv[1:])
-    early = _launch_early() if oneshot else None
+    global _early
+    early = _early = _launch_early() if oneshot else None
     code: object = 0
     try:
-        _main(fast, early, handles_sigint)
+        _main(fast, early)
     except SystemExit as exc:
         if not oneshot:
             raise
@@ -199,7 +216,7 @@ def exit_now(code: object) -> None:
     os._exit(status & 0xFF)
 
 
-def _main(fast: tuple[str, str, bool] | None, early: Launch | None, handles_sigint: bool) -> None:
+def _main(fast: tuple[str, str, bool] | None, early: Launch | None) -> None:
     from harvester.cli import _exit
 
     if fast is None:
@@ -207,12 +224,8 @@ def _main(fast: tuple[str, str, bool] | None, early: Launch | None, handles_sigi
     from cache import CacheError
 
     try:
-        if handles_sigint:
-            # From here on a command may hold a lock or run a browser: Ctrl-C unwinds it (KeyboardInterrupt, which
-            # asyncio.run turns into cancelling the work) before we exit. Set inside the ``try``, so a Ctrl-C
-            # that arrives the instant after is caught like any other.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
         if fast is not None:
+            command_starts()
             sys.exit(cache_get(None, *fast))
         launched = None
         if early is not None:

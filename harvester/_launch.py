@@ -286,6 +286,15 @@ class Launch:
         self.popen = popen
         self.owner: BrowserProcess | None = None
 
+    def kill_now(self, timeout: float = 5.0) -> None:
+        """Kill the browser's whole process group, wait for it (``timeout`` at most) and remove the profile: the
+        synchronous teardown for a process about to ``os._exit`` (a Ctrl-C while the command still loads)."""
+        with contextlib.suppress(OSError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+        shutil.rmtree(self.profile_dir, ignore_errors=True)
+
 
 def prepare_profile(headful: bool) -> str:
     """Check that a visible browser can open, make the temp profile and become the helpers' subreaper.

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from harvester._entry import command_starts
+
 from . import _exit
 
 # name -> "module:attribute"; imported on first use.
@@ -41,6 +43,7 @@ class _LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         # click turns Ctrl-C into "Aborted!" and exit 1; ours is exit 130, quietly (``harvester._entry``).
+        command_starts()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:

@@ -79,3 +79,25 @@ def test_exit_now_with_closed_stdout_exits_120_without_traceback() -> None:
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (120, "")
+
+
+def test_ctrl_c_while_loading_a_harvest_exits_130_and_removes_the_early_browser(
+    harvest_env: dict[str, str], no_leftovers: Any
+) -> None:
+    """Ctrl-C while `harvest --provider` still loads (Chromium already forked) exits 130 quietly, and neither that
+    Chromium nor its profile outlives the command (the fixture checks both)."""
+    import signal
+
+    env = {**harvest_env, "PYTHONPROFILEIMPORTTIME": "1", "HARVEST_CEREBRAS_BASE_URL": "http://127.0.0.1:9"}
+    process = subprocess.Popen(
+        harvest_cmd("--provider", "cerebras"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # the first import main makes after forking Chromium and setting its handler
+        if line.rstrip().endswith("| harvester.cli._exit"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    said = [line for line in err.splitlines() if line.strip() and not line.startswith("import time:")]
+    assert process.returncode == _exit.INTERRUPTED, err[-2000:]
+    assert said == []
