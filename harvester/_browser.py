@@ -29,6 +29,7 @@ from ._launch import (
     browser_args,
     find_browser,
     has_display,
+    is_headless_shell,
     make_profile_dir,
     prepare_profile,
     remove_stale_profiles,
@@ -180,11 +181,11 @@ class BrowserProcess:
         else:
             # Profiles of harvests that were SIGKILLed (their teardown never ran) go first.
             await asyncio.to_thread(remove_stale_profiles)
-            self.profile_dir = prepare_profile(self.headful)
+            self.profile_dir = prepare_profile(self.headful, self.executable)
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     self.executable,
-                    *browser_args(self.profile_dir, headful=self.headful),
+                    *browser_args(self.profile_dir, headful=self.headful, shell=is_headless_shell(self.executable)),
                     **spawn_options(self.profile_dir, self.nice),
                 )
             except OSError as exc:

@@ -128,9 +128,43 @@ def _launch_early() -> Launch | None:
     from harvester._launch import find_browser, spawn
 
     try:
-        return spawn(find_browser())
+        return spawn(find_browser(_configured_browser()))
     except Exception:
         return None
+
+
+def _configured_browser() -> str | None:
+    """The config's ``[browser] path``, read before the imports so that the early Chromium is the one the
+    harvest launches (else the harvester stops it and starts the configured one). None when it names none or
+    cannot be read cheaply here: the harvester then reads the config (and reports what is wrong with it).
+
+    The file is located as ``_config.default_config_path`` does, without importing platformdirs (Linux only),
+    and parsed only when it mentions a browser.
+    """
+    if os.environ.get("HARVEST_BROWSER"):
+        return None  # find_browser prefers it to the config anyway
+    path = os.environ.get("HARVEST_CONFIG")
+    if path:
+        path = os.path.expanduser(path)
+    elif sys.platform.startswith("linux"):
+        base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
+        path = os.path.join(base, "harvest", "config.toml")
+    else:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 20)
+    except OSError:
+        return None
+    if b"browser" not in data:
+        return None
+    import tomllib
+
+    try:
+        value = tomllib.loads(data.decode("utf-8")).get("browser", {}).get("path")
+    except (ValueError, AttributeError):  # bad TOML or UTF-8, or `browser` not a table
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _stop_early(launch: Launch | None) -> None:

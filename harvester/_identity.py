@@ -74,12 +74,16 @@ class Identity:
 def build_identity(user_agent: str, product: str) -> Identity:
     """Build the identity from ``Browser.getVersion``'s ``userAgent`` and ``product`` (``Chrome/156.0.x``).
 
-    The UA loses its ``Headless`` marker; the brands are those this Chromium version sends by itself.
+    The UA loses its ``Headless`` marker and any version past the major one; the brands are those this Chromium
+    version sends by itself.
     """
     full_version = product.partition("/")[2] or "0.0.0.0"
     major = full_version.split(".", 1)[0]
     seed = int(major) if major.isdigit() else 0
     ua = re.sub(r"HeadlessChrome/", "Chrome/", user_agent).replace("Headless", "")
+    # Chrome's user agent gives the major version only (UA reduction, since Chrome 110); a headless shell
+    # still reports the full one, which no desktop Chrome sends.
+    ua = re.sub(r"Chrome/(\d+)(?:\.\d+)+", r"Chrome/\1.0.0.0", ua)
     if not ua:
         ua = (
             f"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"

@@ -72,6 +72,15 @@ if ! command -v Xvfb >/dev/null 2>&1; then
     echo "No Xvfb found: the --headful tests will fail. Install it, e.g. 'sudo apt-get install xvfb'." >&2
   fi
 fi
+# Chromium's headless shell, the faster browser a user may name in [browser] path: its tests and bench rows need it.
+if ! command -v chromium-headless-shell >/dev/null 2>&1 && ! command -v chrome-headless-shell >/dev/null 2>&1; then
+  if can_apt; then
+    echo "==> installing Chromium's headless shell (apt-get install chromium-headless-shell), for its tests" >&2
+    apt_install chromium-headless-shell
+  else
+    echo "No chromium-headless-shell found: its tests will fail. Install it, e.g. 'sudo apt-get install chromium-headless-shell'." >&2
+  fi
+fi
 # The Redis backend's tests and `scripts/bench redis` start their own redis-server (never a system one).
 if ! command -v redis-server >/dev/null 2>&1; then
   if can_apt; then

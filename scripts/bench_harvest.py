@@ -11,7 +11,10 @@ The rows (median of N runs after one warm-up each):
    <= 1.0 s (playwright); "ready" stops with the record in hand, "total" once the browser is gone too;
 4. CLI wall, ``harvest --provider cerebras``: goal <= 1.0 s.
 
-    .venv/bin/python scripts/bench_harvest.py [--runs 5] [--think-ms 300]
+The rows come twice: with Chromium (the default browser) and with Chromium's headless shell
+(``chromium-headless-shell``, which a user names in ``[browser] path``), when it is installed.
+
+    .venv/bin/python scripts/bench_harvest.py [--runs 5] [--think-ms 300] [--browsers chromium,shell]
 """
 
 from __future__ import annotations
@@ -46,6 +49,18 @@ from tests.emulator import EmulatorConfig, EmulatorThread  # noqa: E402
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
 BACKENDS = ("nodriver", "playwright")
+SHELL = next(
+    (
+        path
+        for path in (
+            shutil.which("chromium-headless-shell"),
+            shutil.which("chrome-headless-shell"),
+            "/usr/lib/chromium/chromium-headless-shell",
+        )
+        if path and os.access(path, os.X_OK)
+    ),
+    None,
+)
 HARVEST = str(ROOT / ".venv" / "bin" / "harvest")
 
 Timing = tuple[float, float]  # (record ready, everything torn down), seconds from the start
@@ -53,7 +68,7 @@ PHASE_LOG: dict[str, list[dict[str, float]]] = {}  # variant -> per-run phase du
 CPU_LOG: dict[str, list[float]] = {}  # CLI variant -> CPU seconds per run (harvest and every Chromium process)
 
 
-async def cold_run(backend: str, url: str, cache: AuthCache) -> Timing:
+async def cold_run(backend: str, url: str, cache: AuthCache, variant: str) -> Timing:
     """One cold harvest through ``harvester.harvest()`` with its own browser (launched and closed)."""
     timeline = Timeline()
     started = time.perf_counter()
@@ -65,13 +80,13 @@ async def cold_run(backend: str, url: str, cache: AuthCache) -> Timing:
     finally:
         await harvester.close()
     timeline.end()
-    PHASE_LOG.setdefault(f"cold {backend}", []).append(dict(timeline.durations))
+    PHASE_LOG.setdefault(variant, []).append(dict(timeline.durations))
     assert record.cookie_dict().get("cf_clearance")
     return ready, time.perf_counter() - started
 
 
 def warm_runner(
-    backend: str, url: str, cache: AuthCache, *, spare: bool
+    backend: str, url: str, cache: AuthCache, *, spare: bool, variant: str
 ) -> tuple[Callable[[], Awaitable[Timing]], Harvester]:
     """Harvests through one long-lived harvester (its browser launched by the warm-up run).
 
@@ -79,7 +94,6 @@ def warm_runner(
     daemon's refreshes are minutes apart); else back to back, each opening its own tab.
     """
     harvester = Harvester(backend, spare_tabs=1 if spare else 0)
-    variant = f"warm {backend}" if spare else f"warm b2b {backend}"
 
     async def run() -> Timing:
         for opening in list(harvester._browser._spares):
@@ -246,7 +260,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--think-ms", type=float, default=300.0)
+    parser.add_argument(
+        "--browsers",
+        default="chromium,shell",
+        help="comma-separated: chromium (the default browser), shell (chromium-headless-shell, if installed)",
+    )
     args = parser.parse_args()
+    browsers = [b for b in args.browsers.split(",") if b]
+    if "shell" in browsers and SHELL is None:
+        print("  chromium-headless-shell is not installed: its rows are left out", file=sys.stderr)
+        browsers.remove("shell")
     home = Path(tempfile.mkdtemp(prefix="hbh-"))
     env = {
         **os.environ,
@@ -262,23 +285,33 @@ async def main() -> None:
             async with Harvester() as probe:
                 _, _, identity = await probe._ensure_browser(lambda _: None)
                 major = identity.major
-            for backend in BACKENDS:
-                cli = ["--base-url", emu.url, "--backend", backend]
-                for name, target in (
-                    (f"cli --all {backend}", ["--all"]),
-                    (f"cli cerebras {backend}", ["--provider", "cerebras"]),
-                ):
-                    results[name] = await measure(args.runs, cli_runner(env, name, *target, *cli), name)
-                for spare in (True, False):
-                    name = f"warm {backend}" if spare else f"warm b2b {backend}"
-                    run, harvester = warm_runner(backend, emu.url, cache, spare=spare)
-                    try:
-                        results[name] = await measure(args.runs, run, name)
-                    finally:
-                        await harvester.close()
-                results[f"cold {backend}"] = await measure(
-                    args.runs, lambda b=backend: cold_run(b, emu.url, cache), f"cold {backend}"
-                )
+            for browser in browsers:
+                # The headless shell is named as a user names it: $HARVEST_BROWSER (the CLI and the harvester read it).
+                if browser == "shell":
+                    os.environ["HARVEST_BROWSER"] = env["HARVEST_BROWSER"] = SHELL
+                else:
+                    os.environ.pop("HARVEST_BROWSER", None)
+                    env.pop("HARVEST_BROWSER", None)
+                suffix = "" if browser == "chromium" else " shell"
+                for backend in BACKENDS:
+                    cli = ["--base-url", emu.url, "--backend", backend]
+                    for name, target in (
+                        (f"cli --all {backend}{suffix}", ["--all"]),
+                        (f"cli cerebras {backend}{suffix}", ["--provider", "cerebras"]),
+                    ):
+                        results[name] = await measure(args.runs, cli_runner(env, name, *target, *cli), name)
+                    for spare in (True, False):
+                        name = f"warm {backend}{suffix}" if spare else f"warm b2b {backend}{suffix}"
+                        run, harvester = warm_runner(backend, emu.url, cache, spare=spare, variant=name)
+                        try:
+                            results[name] = await measure(args.runs, run, name)
+                        finally:
+                            await harvester.close()
+                    name = f"cold {backend}{suffix}"
+                    results[name] = await measure(
+                        args.runs, lambda b=backend, n=name: cold_run(b, emu.url, cache, n), name
+                    )
+            os.environ.pop("HARVEST_BROWSER", None)
             baselines: dict[str, Callable[[], Awaitable[Timing]]] = {
                 "plain nodriver script": lambda: plain_nodriver_run(emu.url, major),
                 "plain zendriver script": lambda: plain_zendriver_run(emu.url, major),
@@ -310,32 +343,46 @@ def report(results: dict[str, list[Timing]], args: argparse.Namespace) -> None:
 
     print(f"harvest benchmark, think_ms={args.think_ms:g}, {args.runs} runs each (medians, seconds)")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (over ~1 means noisy figures)")
-    print(f"{'measure':<44}{'nodriver':>10}{'playwright':>12}{'goal':>10}")
-    all_ratio = [total(f"cli --all {b}") / total(f"cli cerebras {b}") for b in BACKENDS]
-    rows = [
-        ("1. `harvest --all` / `--provider cerebras` (x)", all_ratio, "1.3x"),
-        ("   `harvest --all`, CLI wall", [total(f"cli --all {b}") for b in BACKENDS], ""),
-        ("2. warm harvest, browser reused (spare tab)", [total(f"warm {b}") for b in BACKENDS], "0.45"),
-        ("   warm, back to back (opens its tab)", [total(f"warm b2b {b}") for b in BACKENDS], ""),
-        ("3. cold harvest in process, ready", [ready(f"cold {b}") for b in BACKENDS], ""),
-        ("   cold harvest in process, total", [total(f"cold {b}") for b in BACKENDS], "0.85/1.0"),
-        ("4. `harvest --provider cerebras`, CLI wall", [total(f"cli cerebras {b}") for b in BACKENDS], "1.0"),
-        ("   CPU per `harvest --all` (with Chromium)", [cpu(f"cli --all {b}") for b in BACKENDS], ""),
-        ("   CPU per `--provider cerebras` (same)", [cpu(f"cli cerebras {b}") for b in BACKENDS], ""),
-        (
-            "   CPU ratio, --all / --provider (x)",
-            [cpu(f"cli --all {b}") / cpu(f"cli cerebras {b}") for b in BACKENDS],
-            "",
-        ),
-    ]
-    for label, (nd, pw), goal in rows:
-        print(f"{label:<44}{nd:>10.3f}{pw:>12.3f}{goal:>10}")
+    for suffix, title in (("", "Chromium (the default)"), (" shell", "chromium-headless-shell ([browser] path)")):
+        if f"cold nodriver{suffix}" not in results:
+            continue
+        print(f"\n{title}")
+        print(f"{'measure':<44}{'nodriver':>10}{'playwright':>12}{'goal':>10}")
+        all_ratio = [total(f"cli --all {b}{suffix}") / total(f"cli cerebras {b}{suffix}") for b in BACKENDS]
+        rows = [
+            ("1. `harvest --all` / `--provider cerebras` (x)", all_ratio, "1.3x"),
+            ("   `harvest --all`, CLI wall", [total(f"cli --all {b}{suffix}") for b in BACKENDS], ""),
+            ("2. warm harvest, browser reused (spare tab)", [total(f"warm {b}{suffix}") for b in BACKENDS], "0.45"),
+            ("   warm, back to back (opens its tab)", [total(f"warm b2b {b}{suffix}") for b in BACKENDS], ""),
+            ("3. cold harvest in process, ready", [ready(f"cold {b}{suffix}") for b in BACKENDS], ""),
+            ("   cold harvest in process, total", [total(f"cold {b}{suffix}") for b in BACKENDS], "0.85/1.0"),
+            (
+                "4. `harvest --provider cerebras`, CLI wall",
+                [total(f"cli cerebras {b}{suffix}") for b in BACKENDS],
+                "1.0",
+            ),
+            ("   CPU per `harvest --all` (with Chromium)", [cpu(f"cli --all {b}{suffix}") for b in BACKENDS], ""),
+            ("   CPU per `--provider cerebras` (same)", [cpu(f"cli cerebras {b}{suffix}") for b in BACKENDS], ""),
+            (
+                "   CPU ratio, --all / --provider (x)",
+                [cpu(f"cli --all {b}{suffix}") / cpu(f"cli cerebras {b}{suffix}") for b in BACKENDS],
+                "",
+            ),
+        ]
+        for label, (nd, pw), goal in rows:
+            print(f"{label:<44}{nd:>10.3f}{pw:>12.3f}{goal:>10}")
     print()
     print(f"{'baseline (cold, same emulator)':<34}{'ready':>8}{'total':>8}{'ours nd / it':>14}{'ours pw / it':>14}")
     for name in ("plain nodriver script", "plain zendriver script", "plain playwright script"):
         if name in results:
             ratios = [total(f"cold {b}") / total(name) for b in BACKENDS]
             print(f"{name:<34}{ready(name):>8.3f}{total(name):>8.3f}{ratios[0]:>13.2f}x{ratios[1]:>13.2f}x")
+    if "cold nodriver shell" in results:
+        print("ours with the headless shell, cold, / the plain script (which runs Chromium):")
+        for name in ("plain nodriver script", "plain zendriver script", "plain playwright script"):
+            if name in results:
+                ratios = [total(f"cold {b} shell") / total(name) for b in BACKENDS]
+                print(f"{name:<50}{ratios[0]:>13.2f}x{ratios[1]:>13.2f}x")
     print()
     print("per-phase medians (seconds):")
     for variant, runs in PHASE_LOG.items():

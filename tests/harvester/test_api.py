@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -142,6 +144,62 @@ def test_the_early_launch_forks_chromium_before_asyncio_is_imported() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_the_early_launch_starts_the_browser_the_config_names(tmp_path: Path) -> None:
+    """With `[browser] path` in the config, the Chromium forked before the imports is that one (before, it was the
+    default one, which the harvester then stopped to launch the configured one: a launch wasted)."""
+    from harvester._browser import find_browser
+
+    configured = tmp_path / "configured-chromium"
+    configured.symlink_to(find_browser())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[daemon]\nbackend = "nodriver"\n\n[browser]\npath = "{configured}"\n')
+    code = (
+        "from harvester._entry import _launch_early, _stop_early\n"
+        "launch = _launch_early()\n"
+        "print(launch.executable)\n"
+        "_stop_early(launch)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HARVEST_BROWSER"}
+    env["HARVEST_CONFIG"] = str(config)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == str(configured)
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "expected"),
+    [
+        ("HARVEST_CONFIG", '[browser]\npath = "/opt/shell"\n', "/opt/shell"),
+        ("XDG_CONFIG_HOME", '[browser]\npath = "/opt/shell"\n', "/opt/shell"),
+        ("HARVEST_CONFIG", 'browser.path = "/opt/shell"\n', "/opt/shell"),
+        ("HARVEST_CONFIG", '[daemon]\nbackend = "nodriver"\n', None),
+        ("HARVEST_CONFIG", "[browser\npath = \n", None),  # bad TOML: the harvester reports it, not this
+        ("HARVEST_CONFIG", "browser = 3\n", None),
+        ("HARVEST_CONFIG", None, None),  # no file
+    ],
+)
+def test_the_early_launch_reads_the_browser_path_where_the_config_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, text: str | None, expected: str | None
+) -> None:
+    """The early launch finds the config file as `_config.default_config_path` does and reads `[browser] path`
+    from it; a file it cannot read is left to the harvester, which reports it."""
+    from harvester._config import default_config_path
+    from harvester._entry import _configured_browser
+
+    monkeypatch.delenv("HARVEST_BROWSER", raising=False)
+    if where == "HARVEST_CONFIG":
+        monkeypatch.setenv("HARVEST_CONFIG", str(tmp_path / "config.toml"))
+    else:
+        monkeypatch.delenv("HARVEST_CONFIG", raising=False)
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    path = default_config_path()
+    if text is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert _configured_browser() == expected
+    monkeypatch.setenv("HARVEST_BROWSER", "/usr/bin/chromium")  # it wins over the config, in find_browser too
+    assert _configured_browser() is None
 
 
 def test_nodriver_loads_its_cdp_modules_on_first_use() -> None:

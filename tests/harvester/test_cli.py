@@ -255,10 +255,11 @@ def test_which_command_lines_start_chromium_before_the_imports(args: list[str], 
     assert _is_oneshot_harvest(args) is early
 
 
-def test_early_chromium_of_another_path_than_the_config_names_is_stopped(
+def test_the_chromium_the_config_names_runs_and_is_cleaned_up(
     emulator: Any, harvest_env: dict[str, str], no_leftovers: Path
 ) -> None:
-    """With `[browser] path` naming another Chromium, the one started early is stopped and the configured one runs."""
+    """With `[browser] path` naming another Chromium, that one harvests (started before the imports) and nothing is
+    left behind."""
     from harvester._browser import find_browser
 
     other = no_leftovers / "configured-chromium"

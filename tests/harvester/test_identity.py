@@ -53,3 +53,16 @@ def test_static_targets_exist_in_curl_cffi() -> None:
 
     known = {b.value for b in BrowserType}
     assert {f"chrome{v}" for v in CURL_CFFI_CHROME_TARGETS} <= known
+
+
+def test_user_agent_gives_the_major_version_only_as_chrome_does() -> None:
+    """A headless shell reports its full version in the UA; the identity sends the reduced one, as Chrome does."""
+    shell_ua = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.8078.108 "
+        "Safari/537.36"
+    )
+    identity = build_identity(shell_ua, "HeadlessChrome/156.0.8078.108")
+    assert identity.user_agent == (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+    )
+    assert identity.full_version == "156.0.8078.108"  # the client hints keep the full version, as Chrome's do
