@@ -55,6 +55,8 @@ _CURL_SOCKET_TIMEOUT = -1
 _CURLMSG_DONE = 1
 #: A loop timer may fire this early (the loop's clock resolution); curl's own checks absorb it.
 TIMER_SLACK = 0.001
+#: Seconds between the safety net's runs while transfers are running (curl_cffi's own period).
+SAFETY_NET = 0.1
 
 
 class _Sink:
@@ -188,10 +190,16 @@ class CurlMulti:
             lib.curl_multi_remove_handle(self._multi._curlm, handle.ptr)
 
     def safety_net(self) -> None:
-        """Run curl_cffi's periodic safety-net action now (tests use it to check transfers finished there)."""
+        """Run the periodic safety-net action now (tests use it to check transfers finished there)."""
         self._multi.socket_action(_CURL_SOCKET_TIMEOUT, 0)
 
+    @property
+    def safety_net_armed(self) -> bool:
+        """True while the periodic safety net is due to run (only while transfers are running)."""
+        return self._multi._net is not None
+
     async def close(self) -> None:
+        self._multi.stop_safety_net()
         await self._multi.close()
         self._multi.curl_loop.close()
 
@@ -280,26 +288,48 @@ class _CurlLoop:
 
 class _Multi(AsyncCurl):
     """curl_cffi's driver of the curl multi handle (its socket and timer callbacks), except that a finished
-    transfer is reported through ``on_done`` at once rather than through a future and a loop iteration."""
+    transfer is reported through ``on_done`` at once rather than through a future and a loop iteration, and
+    that its safety net runs only while a transfer does.
+
+    curl_cffi drives curl once every 0.1 s (``_force_timeout``), in case curl missed a timer, for the multi
+    handle's whole life: an idle server or client woke its loop ten times a second, forever, to find nothing
+    to do (about 3 ms of CPU a second). Here the same action runs every ``SAFETY_NET`` seconds only while curl
+    reports transfers running, and stops with the last one.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_done: Callable[[Any, int], None]) -> None:
         super().__init__(loop=loop)
+        # curl_cffi's own safety net, a task started with the multi handle: it has not run yet.
+        self._timeout_checker.cancel()
         self._on_done = on_done
         self._int_out = ffi.new("int *")
+        self._net: asyncio.TimerHandle | None = None  # the safety net's next run, while transfers are running
+        self._call_later = loop.call_later
         self.curl_loop = self.loop = _CurlLoop(self.loop, self)  # type: ignore[assignment]
 
     def socket_action(self, sockfd: int, ev_bitmask: int) -> int:
-        """curl_cffi's safety net (``_force_timeout``, every 0.1 s) calls this. Its own version drives curl but
-        never reads the finished transfers, so a transfer that ends inside it was never handed to its response
-        and hung until the deadline; read them as every other action does."""
+        """curl_cffi's version drives curl but never reads the finished transfers, so a transfer that ended
+        inside it was never handed to its response and hung until the deadline; read them as every other
+        action does."""
         self.process_data(sockfd, ev_bitmask)
         return 0
+
+    def stop_safety_net(self) -> None:
+        if self._net is not None:
+            self._net.cancel()
+            self._net = None
+
+    def _safety_net(self) -> None:
+        self._net = None
+        self.process_data(_CURL_SOCKET_TIMEOUT, 0)
 
     def process_data(self, sockfd: int, ev_bitmask: int) -> None:
         multi = self._curlm
         if not multi:
             return
         self._check_error(lib.curl_multi_socket_action(multi, sockfd, ev_bitmask, self._int_out))
+        if self._int_out[0] and self._net is None:  # transfers running: the safety net covers them
+            self._net = self._call_later(SAFETY_NET, self._safety_net)
         while True:
             message = lib.curl_multi_info_read(multi, self._int_out)
             if message == ffi.NULL:

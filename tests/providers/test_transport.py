@@ -162,6 +162,34 @@ async def test_transfers_finished_by_the_safety_net_are_delivered(
         await client.aclose()
 
 
+async def test_an_idle_transport_leaves_its_loop_asleep(emu: EmulatorThread, transport: CurlTransport) -> None:
+    """The safety net drives curl every 0.1 s while a transfer runs, and not at all once the last one ended.
+
+    Regression: curl_cffi's safety net ran every 0.1 s for the transport's whole life, so an idle server (or any
+    client that had made one request) woke its loop ten times a second, forever, for nothing.
+    """
+    emu.configure(stream_chunks=6, drip_ms=60)
+    multi = transport._bind()._multi
+    runs = 0
+    process_data = multi.process_data
+
+    def counted(sockfd: int, ev_bitmask: int) -> None:
+        nonlocal runs
+        runs += sockfd == -1  # the safety net's (and curl's timers') action, not a socket's
+        process_data(sockfd, ev_bitmask)
+
+    multi.process_data = counted  # type: ignore[method-assign]
+    async with await transport.handle_request(chat(emu.url, [("Content-Type", "application/json")])) as response:
+        assert transport._multi is not None and transport._multi.safety_net_armed
+        assert b"[DONE]" in await response.aread()
+    assert runs >= 1  # the stream took about 0.3 s: the net ran meanwhile
+    await asyncio.sleep(0.15)  # a run already due when the transfer ended may still come
+    runs = 0
+    await asyncio.sleep(0.35)
+    assert runs == 0
+    assert not transport._multi.safety_net_armed
+
+
 def test_pyproject_pins_the_curl_cffi_versions_the_fence_supports() -> None:
     """pyproject's curl_cffi range is exactly the one the fence around its internals was written for."""
     import tomllib
