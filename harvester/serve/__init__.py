@@ -7,7 +7,8 @@ OpenAI-compatible gateway, plus ``/v1/sessions`` for other hosts.
 
 Modules: ``_app`` (state, middleware, lifecycle), ``_limits`` (caps and timeouts), ``_settings``,
 ``_flaresolverr`` (``/v1``), ``_fetch`` (a page with a record's identity), ``_runs`` (single-flight browser runs),
-``_sessions`` (FlareSolverr sessions), ``_openai`` (the gateway), ``_records`` (``/v1/sessions``), ``_metrics``.
+``_sessions`` (FlareSolverr sessions), ``_openai`` (the gateway), ``_lane`` (its fast lane for streamed
+completions), ``_events`` (an SSE stream on the connection), ``_records`` (``/v1/sessions``), ``_metrics``.
 """
 
 from __future__ import annotations

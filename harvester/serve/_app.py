@@ -31,6 +31,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = frozenset({("GET", "/"), ("GET", "/health"), ("GET", "/healthz"), ("HEAD", "/"), ("HEAD", "/health")})
 # Routes that hand out whole records: a token is needed even on loopback.
 _SECRET_PREFIX = "/v1/sessions"
+#: The app's fast lane for streamed completions (``_lane``), which its runner gives the connections.
+LANE: web.AppKey[Any] = web.AppKey("harvest_serve_lane", object)
 
 
 class BadRequest(Exception):
@@ -180,6 +182,12 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def bearer_ok(header: str, token: bytes) -> bool:
+    """True when an ``Authorization`` header value is ``Bearer TOKEN`` (compared in constant time)."""
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
+
+
 def make_middleware(state: ServeState) -> Any:
     """Auth, the request cap, error shapes and metrics, in one middleware (one frame per request)."""
     token = state.settings.token.encode() if state.settings.token else None
@@ -197,9 +205,7 @@ def make_middleware(state: ServeState) -> Any:
             if path.startswith(_SECRET_PREFIX):
                 return "these routes hand out session records: start the server with a token"
             return None if open_without_token else "a token is required"
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+        if not bearer_ok(request.headers.get("Authorization", ""), token):
             return "missing or wrong bearer token"
         return None
 
@@ -274,6 +280,7 @@ def build_app(
     ``/metrics``) and ``healthy`` (``/healthz`` answers 503 once it is false).
     """
     from ._flaresolverr import FlareSolverr
+    from ._lane import FastLane
     from ._openai import Gateway
     from ._records import Records
 
@@ -281,6 +288,7 @@ def build_app(
     flaresolverr = FlareSolverr(state)
     gateway = Gateway(state)
     records = Records(state)
+    app[LANE] = FastLane(state, gateway)
 
     async def healthz(request: web.Request) -> web.Response:
         ok = healthy() if healthy is not None else True
@@ -337,7 +345,12 @@ class ServeApp:
         limits = self.state.limits
         # No access log: a line per request would cost more than a cached answer (the metrics count them).
         runner = LimitedRunner(
-            self.app, limits, access_log=None, handle_signals=False, shutdown_timeout=limits.drain_timeout
+            self.app,
+            limits,
+            lane=self.app.get(LANE),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=limits.drain_timeout,
         )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, backlog=1024)

@@ -92,6 +92,18 @@ class EventStream:
             head += b"Connection: close\r\n"
         self._head: bytes | None = head + b"\r\n"
 
+    @classmethod
+    def on_connection(cls, transport: asyncio.WriteTransport, writer: Any) -> EventStream:
+        """A chunked HTTP/1.1 stream on a keep-alive connection that has no request object (the fast lane's);
+        ``writer.drain()`` waits for the client."""
+        self = cls.__new__(cls)
+        self._writer = writer
+        self._transport = transport
+        self._chunked = True
+        self.response = SENT
+        self._head = _HEAD + _date() + b"Transfer-Encoding: chunked\r\n\r\n"
+        return self
+
     def _send(self, data: bytes, *, last: bool = False) -> asyncio.WriteTransport:
         transport = self._transport
         if transport is None or transport.is_closing():

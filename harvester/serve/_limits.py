@@ -6,8 +6,10 @@ see times out anyway, and the queue grows without bound under load.
 aiohttp has an idle (keep-alive) timeout but no header-read timeout and no cap on open connections, so a connection
 that opens and never finishes its request line would be held for the whole idle timeout, and a crowd of them would
 hold file descriptors without bound; ``_HeaderDeadlineHandler`` closes such a connection after ``header_timeout``
-and refuses a connection past ``max_connections``. It subclasses aiohttp's ``RequestHandler`` and is installed through ``AppRunner``'s
-``_make_server``: the only uses of aiohttp internals, kept in this module.
+and refuses a connection past ``max_connections``. It also hands whole streamed-completion requests of idle
+connections to the fast lane (``_lane``), and keeps aiohttp's drain, keep-alive and header deadline right for
+them. It subclasses aiohttp's ``RequestHandler`` and is installed through ``AppRunner``'s ``_make_server``: the
+only uses of aiohttp internals (its handler's attributes), kept in this module.
 """
 
 from __future__ import annotations
@@ -77,15 +79,30 @@ class Gate:
 
 
 class _HeaderDeadlineHandler(RequestHandler):
-    """aiohttp's connection handler, plus a deadline for the first request's headers."""
+    """aiohttp's connection handler, plus a deadline for the first request's headers, and the connection's side
+    of the fast lane (``_lane``): whole streamed-completion requests the lane takes never reach aiohttp."""
 
-    __slots__ = ("_header_timeout", "_header_timer", "_max_connections")
+    __slots__ = (
+        "_header_timeout",
+        "_header_timer",
+        "_lane",
+        "_lane_busy",
+        "_lane_held",
+        "_lane_ok",
+        "_max_connections",
+    )
 
-    def __init__(self, *args: Any, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, header_timeout: float, max_connections: int, lane: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._max_connections = max_connections
         self._header_timer: asyncio.TimerHandle | None = None
+        self._lane = lane
+        self._lane_ok = lane is not None  # False once aiohttp may hold half a request of this connection
+        self._lane_busy = False  # the lane is answering a request of this connection
+        self._lane_held: list[bytes] = []  # what arrived meanwhile, for after it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -99,6 +116,7 @@ class _HeaderDeadlineHandler(RequestHandler):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        self._lane_held.clear()
         super().connection_lost(exc)
 
     def _header_deadline(self) -> None:
@@ -109,10 +127,79 @@ class _HeaderDeadlineHandler(RequestHandler):
         if not self._request_count:
             self.force_close()
 
+    # -- the fast lane's side ---------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._lane_ok and data:  # (aiohttp feeds itself b"" when it resumes reading: nothing to frame)
+            if self._lane_busy:
+                # A request behind the one the lane answers (pipelined): it waits its turn, as in aiohttp.
+                self._lane_held.append(data)
+                if len(self._lane_held) == 16 and self.transport is not None:
+                    self.transport.pause_reading()  # bounded: read no more until the lane is done
+                return
+            if self._idle() and self._lane.take(self, data):
+                return
+            from ._lane import frame
+
+            # aiohttp parses it: safe to come back to the lane only if it ends on a request's end.
+            self._lane_ok = frame(data) is not None
+        super().data_received(data)
+
+    def _idle(self) -> bool:
+        """aiohttp waits for this connection's next request and holds none (nor any part of one)."""
+        waiter = self._waiter
+        return (
+            waiter is not None
+            and not waiter.done()
+            and not self._messages
+            and not self._force_close
+            and not self._close
+            and not self._upgraded
+            and self._payload_parser is None
+            and self.transport is not None
+        )
+
+    def lane_begin(self) -> None:
+        """The lane answers a request of this connection: it counts as aiohttp's own would (header deadline,
+        shutdown's drain, keep-alive)."""
+        self._lane_busy = True
+        self._request_count += 1
+        self._request_in_progress = True
+
+    def lane_end(self) -> None:
+        """The lane's answer is sent: wake a draining shutdown, restart the keep-alive clock, then take what
+        arrived meanwhile."""
+        self._lane_busy = False
+        self._request_in_progress = False
+        waiter = self._handler_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._force_close or self._close or self.transport is None:
+            self.force_close()  # stopping (or gone): aiohttp's own request would end the connection here too
+            return
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        if self._keepalive_handle is None and self._keepalive_timeout > 0:
+            self._keepalive_handle = self._loop.call_at(self._next_keepalive_close_time, self._process_keepalive)
+        held, self._lane_held = self._lane_held, []
+        if held:
+            if len(held) >= 16:
+                self.transport.resume_reading()
+            self.data_received(b"".join(held))
+
+    def _process_keepalive(self) -> None:
+        if self._lane_busy:
+            # aiohttp sees no request in progress (the lane's is not one of its own): keep the connection.
+            self._keepalive_handle = self._loop.call_at(
+                self._loop.time() + self._keepalive_timeout, self._process_keepalive
+            )
+            return
+        super()._process_keepalive()
+
 
 class _Server(web.Server):
     header_timeout = 10.0
     max_connections = 1024
+    lane: Any = None
 
     def __call__(self) -> RequestHandler:
         return _HeaderDeadlineHandler(
@@ -120,17 +207,20 @@ class _Server(web.Server):
             loop=self._loop,
             header_timeout=self.header_timeout,
             max_connections=self.max_connections,
+            lane=self.lane,
             **self._kwargs,
         )
 
 
 class LimitedRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections have a header-read timeout and an idle timeout."""
+    """An ``AppRunner`` whose connections have a header-read timeout and an idle timeout (and, given a
+    ``lane``, the fast lane for streamed completions)."""
 
-    def __init__(self, app: web.Application, limits: Limits, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, limits: Limits, *, lane: Any = None, **kwargs: Any) -> None:
         super().__init__(app, keepalive_timeout=limits.idle_timeout, **kwargs)
         self._header_timeout = limits.header_timeout
         self._max_connections = limits.max_connections
+        self._lane = lane
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -138,4 +228,5 @@ class LimitedRunner(web.AppRunner):
         server.__class__ = _Server
         server.header_timeout = self._header_timeout  # type: ignore[attr-defined]
         server.max_connections = self._max_connections  # type: ignore[attr-defined]
+        server.lane = self._lane  # type: ignore[attr-defined]
         return server

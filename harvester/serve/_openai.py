@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -48,6 +48,35 @@ _ONLY_TEXT = {str}
 _END_TYPES = (FinishReason, Usage)
 #: A str as a JSON string (with its quotes; non-ASCII kept): the json module's C function behind json.dumps.
 _quote: Callable[[str], str] = encode_basestring
+
+
+class ChatCall(NamedTuple):
+    """A chat request, checked: what ``Gateway.open_chat`` sends."""
+
+    provider: type[Provider]
+    model: str
+    messages: list[Any]
+    stream: bool
+    temperature: float | None
+    max_tokens: int | None
+    extra: dict[str, Any]
+
+    @property
+    def answer_model(self) -> str:
+        """The model as the answer names it: ``provider/model``."""
+        return f"{self.provider.name()}/{self.model}"
+
+
+async def first_batch(
+    batches: AsyncIterator[Sequence[Any]],
+) -> tuple[AsyncIterator[Sequence[Any]], Sequence[Any] | None]:
+    """The stream's iterator and its first batch (None: no items), before any byte is sent: an error now (the
+    provider's, raised from here) is still a plain HTTP error."""
+    iterator = aiter(batches)
+    try:
+        return iterator, await anext(iterator)
+    except StopAsyncIteration:
+        return iterator, None
 
 
 class GatewayError(Exception):
@@ -221,31 +250,14 @@ class Gateway:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """A chat completion, streamed as SSE ``chat.completion.chunk``s or as one ``chat.completion``."""
         try:
-            body = await self.state.read_json(request)
-            if not isinstance(body, dict):
-                raise GatewayError(400, "the request body must be a JSON object", "invalid_request")
-            provider, model = self.resolve(body.get("model"))
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-                raise GatewayError(400, "'messages' must be a non-empty list of message objects", "invalid_messages")
-            temperature = _number(body, "temperature")
-            max_tokens = _integer(body, "max_tokens")
-            extra = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
-            stream = bool(body.get("stream"))
-            batches = self.clients.chat(
-                provider,
-                model,
-                messages,
-                stream=stream,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                extra_body=extra,
-                timeout=self.state.limits.provider_timeout,
-            )
-            answer_model = f"{provider.name()}/{model}"
-            if stream:
-                return await self._stream(request, batches, answer_model)
-            return await self._complete(batches, answer_model)
+            call = self.parse_chat(await self.state.read_json(request))
+            batches = self.open_chat(call)
+            if call.stream:
+                iterator, batch = await first_batch(batches)
+                events = EventStream(request)
+                await self.pump(events, batches, iterator, batch, call.answer_model)
+                return events.response
+            return await self._complete(batches, call.answer_model)
         except GatewayError as exc:
             return exc.response(request.path)
         except BadRequest:
@@ -254,6 +266,41 @@ class Gateway:
             if not _is_provider_error(exc):
                 raise
             return translate(exc).response(request.path)
+
+    def parse_chat(self, body: Any) -> ChatCall:
+        """The chat request a JSON body asks for.
+
+        Raises:
+            GatewayError: not an object, no usable model or messages, a bad number (400 or 404).
+        """
+        if not isinstance(body, dict):
+            raise GatewayError(400, "the request body must be a JSON object", "invalid_request")
+        provider, model = self.resolve(body.get("model"))
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise GatewayError(400, "'messages' must be a non-empty list of message objects", "invalid_messages")
+        return ChatCall(
+            provider,
+            model,
+            messages,
+            bool(body.get("stream")),
+            _number(body, "temperature"),
+            _integer(body, "max_tokens"),
+            {k: v for k, v in body.items() if k not in _OWN_FIELDS},
+        )
+
+    def open_chat(self, call: ChatCall) -> AsyncIterator[Sequence[Any]]:
+        """The answer's items in batches (nothing is sent before the first ``anext``)."""
+        return self.clients.chat(
+            call.provider,
+            call.model,
+            call.messages,
+            stream=call.stream,
+            temperature=call.temperature,
+            max_tokens=call.max_tokens,
+            extra_body=call.extra,
+            timeout=self.state.limits.provider_timeout,
+        )
 
     async def _complete(self, batches: AsyncIterator[Sequence[Any]], model: str) -> web.Response:
         text: list[str] = []
@@ -285,16 +332,18 @@ class Gateway:
         }
         return web.Response(body=orjson.dumps(document), content_type="application/json")
 
-    async def _stream(
-        self, request: web.Request, batches: AsyncIterator[Sequence[Any]], model: str
-    ) -> web.StreamResponse:
-        iterator = aiter(batches)
-        # The first items before any byte is sent: an error now is still a proper HTTP error.
-        try:
-            batch: Sequence[Any] | None = await anext(iterator)
-        except StopAsyncIteration:
-            batch = None
-        events = EventStream(request)
+    async def pump(
+        self,
+        events: EventStream,
+        batches: AsyncIterator[Sequence[Any]],
+        iterator: AsyncIterator[Sequence[Any]],
+        batch: Sequence[Any] | None,
+        model: str,
+    ) -> None:
+        """Send a stream whose first batch (``first_batch``) came: every batch, then the end (or an error event).
+
+        The provider's response is closed before this returns. ``ConnectionError`` (the client left) is not raised.
+        """
         chunks = _ChunkEncoder(model)
         write = events.write
         held = end = b""
@@ -330,7 +379,6 @@ class Gateway:
                 events.end(end)
             except ConnectionError:
                 pass  # a client that left mid-stream is not a server error
-        return events.response
 
     # -- POST /v1/images/generations ---------------------------------------------------------------------------
 

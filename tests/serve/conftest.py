@@ -48,6 +48,7 @@ class Server:
     def __init__(self, thread: ServerThread, serving: _Serving, token: str | None) -> None:
         self.thread = thread
         self.state = serving.state
+        self.app = serving.app
         self.url = serving.url
         self.token = token
 
