@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("harvest.serve")
 
 ROUTE = "/v1/chat/completions"
-_REQUEST_LINE = b"POST /v1/chat/completions HTTP/1.1"
+_REQUEST_START = b"POST /v1/chat/completions HTTP/1.1\r\n"
 #: Longer heads go to aiohttp, which enforces its own line and field limits.
 _MAX_HEAD = 8000
 #: Header fields that change how a request is framed or answered: such a request goes to aiohttp.
@@ -102,27 +102,34 @@ class FastLane:
 
     def take(self, connection: Connection, data: bytes) -> bool:
         """Answer ``data`` on ``connection`` if the lane can (True); else change nothing (False)."""
-        if data[:34] != _REQUEST_LINE or data[34:36] != b"\r\n":
+        if data[:36] != _REQUEST_START:
             return False
-        framed = frame(data)
-        if framed is None:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if not sep or len(head) > _MAX_HEAD or _bad(head):
             return False
-        head, body = framed
-        if _bad(head):
-            return False
+        length = -1
         authorization: bytes | None = None
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
+        # One pass over the header lines (the request line was matched above): what frames the request, the
+        # token, the connection's fate; any field of another shape is aiohttp's to judge.
+        for line in head[36:].split(b"\r\n"):
+            name, colon, value = line.partition(b":")
             name = name.lower()
-            if name == b"connection":
-                if value.strip().lower() != b"keep-alive":
+            if name == b"content-length":
+                value = value.strip()
+                if length >= 0 or not value.isdigit():
                     return False
+                length = int(value)
             elif name == b"authorization":
                 if authorization is not None:
                     return False
                 authorization = value.strip()
-            elif not name.replace(b"-", b"").isalnum():  # a plain token; anything rarer is aiohttp's to judge
+            elif name == b"connection":
+                if value.strip().lower() != b"keep-alive":
+                    return False
+            elif not colon or name in _FRAMING or not name.replace(b"-", b"").isalnum():
                 return False
+        if length != len(body):
+            return False
         token = self._token
         if token is None:
             if not self._open:
