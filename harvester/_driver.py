@@ -186,6 +186,11 @@ class Driver(Protocol):
         """Open a blank tab in a fresh browser context that presents ``identity``."""
         ...
 
+    async def disconnect(self) -> None:
+        """Detach from the browser, keeping what the next :meth:`connect` (to a new browser) can reuse, such as
+        playwright's Node driver (idempotent; never raises)."""
+        ...
+
     async def close(self) -> None:
         """Detach from the browser and release the driver's resources (idempotent; never raises)."""
         ...

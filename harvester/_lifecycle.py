@@ -63,6 +63,9 @@ class SharedBrowser:
         self.restarts = 0
         self.process: BrowserProcess | None = None
         self._driver: Driver | None = None
+        # The driver of a browser that stopped (idle, or dead), detached and kept for the next launch: playwright's
+        # Node driver takes longer to start than Chromium. Closed with the harvester.
+        self._kept: Driver | None = None
         self._identity: Identity | None = None
         self._closed = False
         # Protects launching and closing the browser, so concurrent harvests start exactly one.
@@ -149,7 +152,7 @@ class SharedBrowser:
             await uncancellable(process.stop())  # started for another browser than the config names
             process = None
         process = process or BrowserProcess(executable, headful=self.headful, nice=self.nice)
-        driver = make_driver(self.backend)
+        driver, self._kept = self._kept or make_driver(self.backend), None
         try:
             # The driver's own start-up (importing nodriver, playwright's Node process) overlaps Chromium's.
             async with asyncio.TaskGroup() as group:
@@ -168,12 +171,13 @@ class SharedBrowser:
         self.launches += 1
 
     async def stop(self, *, final: bool = False) -> None:
-        """Stop the browser (the next ``acquire`` launches a new one, unless ``final``)."""
+        """Stop the browser (the next ``acquire`` launches a new one, unless ``final``: then the driver goes too)."""
         async with self._lock:
             self._closed = self._closed or final
             await uncancellable(self._teardown())
 
     async def _teardown(self) -> None:
+        """Stop the browser; detach its driver and keep it for the next launch, or close it once closed for good."""
         launched, self._launched = self._launched, None
         if launched is not None:
             await launched.stop()  # started early for a launch that never came
@@ -189,7 +193,14 @@ class SharedBrowser:
         driver, self._driver = self._driver, None
         process, self.process = self.process, None
         self._identity = None
-        await close_all(driver, process)
+        if self._closed:
+            kept, self._kept = self._kept, None
+            await close_all(driver, process)
+            if kept is not None:
+                await bounded_close(kept.close())
+        else:
+            await close_all(None, process, detaching=driver)
+            self._kept = self._kept or driver
         # Their tabs died with the browser; collect the tasks (and their errors). With the connection gone,
         # a cancelled opening's clean-up fails at once, but it stays bounded all the same.
         if spares:
@@ -216,11 +227,13 @@ async def uncancellable(awaitable: Awaitable[None]) -> None:
         raise
 
 
-async def close_all(driver: Driver | None, process: BrowserProcess | None) -> None:
-    """Detach the driver and stop the browser, both at once."""
-    # Detaching the driver (playwright waits for its Node process to exit) need not wait for the browser to
+async def close_all(driver: Driver | None, process: BrowserProcess | None, *, detaching: Driver | None = None) -> None:
+    """Close the driver (or only detach ``detaching``, which is kept) and stop the browser, all at once."""
+    # Closing the driver (playwright waits for its Node process to exit) need not wait for the browser to
     # die, nor the other way round.
     closing = [] if driver is None else [bounded_close(driver.close())]
+    if detaching is not None:
+        closing.append(bounded_close(detaching.disconnect()))
     stopping = [] if process is None else [process.stop()]
     await asyncio.gather(*closing, *stopping)
 

@@ -290,6 +290,10 @@ class NodriverDriver:
             raise
         return page
 
+    async def disconnect(self) -> None:
+        # nodriver's connection is the browser's: nothing of it outlives the browser.
+        await self.close()
+
     async def close(self) -> None:
         browser, self._browser = self._browser, None
         self._pages.clear()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,156 +93,47 @@ class PlaywrightPage(PageSignals):
             await self._context.close()
 
 
-#: Seconds the Node driver stays up after its last user let go, for the next harvest of this process to reuse.
-DRIVER_IDLE_STOP = 10.0
-
-
-class _NodeDriver:
-    """playwright's Node driver, shared by every ``PlaywrightDriver`` of one event loop.
-
-    Starting it costs ~0.4-0.6 s (Node itself, then 7 MB of JS), more than launching Chromium, and it is not tied to
-    any browser: each harvester attaches to its own Chromium through it. So the harvests of one process (the Python
-    API's ``harvest()`` called again and again, a browser relaunched after it died or idled) start it once. It stops
-    ``DRIVER_IDLE_STOP`` seconds after its last user let go, or when the loop's remaining tasks are cancelled
-    (``asyncio.run`` ending): never left running past its loop.
-    """
-
-    def __init__(self) -> None:
-        self.users = 0
-        self._starting: asyncio.Task[Any] | None = None
-        self._manager: Any = None
-        self._idle: asyncio.Task[None] | None = None
-
-    async def acquire(self) -> Any:
-        """The running playwright (started on first use); pair with :meth:`release`."""
-        self.users += 1
-        if self._idle is not None:
-            idle, self._idle = self._idle, None
-            idle.cancel()  # it sees _idle changed, and leaves the driver running
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start())
-        try:
-            # Shielded: one caller cancelled must not cancel a start that others wait on.
-            return await asyncio.shield(self._starting)
-        except BaseException:
-            if self._starting.done() and (self._starting.cancelled() or self._starting.exception() is not None):
-                self._starting = None  # a failed start is tried again by the next caller
-            self.release()
-            raise
-
-    def release(self) -> None:
-        """Let go of the driver; the last user's release starts its idle countdown."""
-        self.users -= 1
-        if self.users == 0 and self._starting is not None and self._idle is None:
-            self._idle = asyncio.ensure_future(self._stop_when_idle())
-
-    def discard(self) -> None:
-        """Forget a driver that failed (its Node process died): the next acquire starts another."""
-        starting, self._starting = self._starting, None
-        if starting is not None:
-            task = asyncio.ensure_future(self._stop(starting, self._manager))
-            _STOPPING.add(task)
-            task.add_done_callback(_STOPPING.discard)
-
-    async def _start(self) -> Any:
-        from playwright.async_api import async_playwright
-
-        manager = async_playwright()
-        with _node_compile_cache():
-            playwright = await manager.start()
-        self._manager = manager
-        return playwright
-
-    async def _stop_when_idle(self) -> None:
-        me = asyncio.current_task()
-        try:
-            await asyncio.sleep(DRIVER_IDLE_STOP)
-        except asyncio.CancelledError:
-            if self._idle is not me:
-                return  # cancelled by acquire(): a new user has it
-            # Cancelled by the loop's end (asyncio.run cancels what is left): stop it now, then go.
-            await self._stop_current()
-            raise
-        await self._stop_current()
-
-    async def _stop_current(self) -> None:
-        starting, self._starting = self._starting, None
-        self._idle = None
-        if starting is not None:
-            await self._stop(starting, self._manager)
-
-    @staticmethod
-    async def _stop(starting: asyncio.Task[Any], manager: Any) -> None:
-        with contextlib.suppress(BaseException):
-            await starting  # (a start still running is waited for, so that its process is stopped too)
-        if manager is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5.0):
-                    await manager.__aexit__(None, None, None)
-            # playwright's own attributes, hence getattr: a newer playwright without them only loses these two.
-            transport = getattr(getattr(manager, "_client", None), "_transport", None)
-            # Reap the Node process here: playwright waits for it in its reader task, which the end of the loop
-            # (asyncio.run cancels every task at once) may have cancelled first.
-            proc = getattr(transport, "_proc", None)
-            if isinstance(proc, asyncio.subprocess.Process) and proc.returncode is None:
-                try:
-                    async with asyncio.timeout(5.0):
-                        await proc.wait()  # it exits once its stdin is closed (stop() did)
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
-            # A driver that died set its transport's error future, which playwright never reads: read it, or
-            # asyncio logs "exception was never retrieved".
-            error = getattr(transport, "on_error_future", None)
-            if isinstance(error, asyncio.Future) and error.done() and not error.cancelled():
-                error.exception()
-
-
-_DRIVERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _NodeDriver] = weakref.WeakKeyDictionary()
-_STOPPING: set[asyncio.Task[None]] = set()  # strong references to discarded drivers being stopped
-
-
-def _node_driver() -> _NodeDriver:
-    loop = asyncio.get_running_loop()
-    driver = _DRIVERS.get(loop)
-    if driver is None:
-        driver = _DRIVERS[loop] = _NodeDriver()
-    return driver
-
-
 class PlaywrightDriver:
     """Drives Chromium through playwright, attached over CDP (playwright never launches it)."""
 
     name = "playwright"
 
     def __init__(self) -> None:
-        self._node: _NodeDriver | None = None
+        self._manager: Any = None
         self._playwright: Any = None
         self._browser: Any = None
 
     async def prepare(self) -> None:
-        # Starting playwright spawns its Node driver (~0.4 s, mostly parsing 7 MB of JS), once per event loop
-        # (_NodeDriver); the harvester runs this while Chromium launches.
+        # Starting playwright spawns its Node driver (0.4-0.6 s: Node, then 7 MB of JS), more than Chromium takes to
+        # launch; the harvester runs this while Chromium launches, and keeps the driver across relaunches.
         if self._playwright is None:
-            node = _node_driver()
-            self._playwright = await node.acquire()
-            self._node = node
+            from playwright.async_api import async_playwright
+
+            manager = async_playwright()
+            with _node_compile_cache():
+                self._playwright = await manager.start()
+            self._manager = manager
 
     async def connect(self, process: BrowserProcess) -> None:
+        reused = self._playwright is not None
         await self.prepare()
         try:
             self._browser = await self._playwright.chromium.connect_over_cdp(process.endpoint)
         except Exception:
-            if not process.alive or self._node is None:
+            if not reused or not process.alive:
                 raise
-            # The browser is up, so the shared driver may be what failed (its Node process died while idle):
-            # connect once more through a driver started afresh.
-            node, self._node, self._playwright = self._node, None, None
-            node.discard()
-            node.release()
+            # The browser is up, so the kept Node driver may be what failed (it died while the browser was
+            # closed): connect once more through a new one.
+            await self._stop_node()
             await self.prepare()
             self._browser = await self._playwright.chromium.connect_over_cdp(process.endpoint)
+
+    async def disconnect(self) -> None:
+        browser, self._browser = self._browser, None
+        if browser is not None:
+            with contextlib.suppress(Exception):
+                # For a CDP-attached browser this only disconnects; the process is ours to stop.
+                await browser.close()
 
     async def new_page(self, *, identity: Identity, proxy: str | None = None) -> PlaywrightPage:
         if self._browser is None:
@@ -282,15 +172,25 @@ class PlaywrightDriver:
         return wrapped
 
     async def close(self) -> None:
-        browser, self._browser = self._browser, None
-        node, self._node = self._node, None
+        await self.disconnect()
+        await self._stop_node()
+
+    async def _stop_node(self) -> None:
+        manager, self._manager = self._manager, None
         self._playwright = None
-        if browser is not None:
+        if manager is not None:
             with contextlib.suppress(Exception):
-                # For a CDP-attached browser this only disconnects; the process is ours to stop.
-                await browser.close()
-        if node is not None:
-            node.release()
+                await manager.__aexit__(None, None, None)
+            _read_driver_error(manager)
+
+
+def _read_driver_error(manager: Any) -> None:
+    """Read the error a Node driver that died left in its transport, which playwright itself never reads (asyncio
+    would log "Future exception was never retrieved"). playwright's internals, read defensively: the only use of them."""
+    transport = getattr(getattr(manager, "_client", None), "_transport", None)
+    error = getattr(transport, "on_error_future", None)
+    if isinstance(error, asyncio.Future) and error.done() and not error.cancelled():
+        error.exception()
 
 
 @contextlib.contextmanager

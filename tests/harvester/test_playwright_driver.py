@@ -1,22 +1,16 @@
-"""playwright's Node driver is started once per event loop and shared by the harvesters on it; it stops when idle,
-when the loop ends, and a dead one is replaced."""
+"""playwright's Node driver outlives the browser it drove: a harvester keeps it across browser relaunches, replaces
+one that died, and stops it when the harvester closes."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from cache import AuthCache
-from harvester import Harvester, _playwright, harvest
-
-ROOT = Path(__file__).resolve().parents[2]
+from harvester import Harvester, harvest
 
 
 def node_drivers() -> set[int]:
@@ -31,73 +25,62 @@ def node_drivers() -> set[int]:
             cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
         except OSError:
             continue
+        # (a zombie has no command line: an exited driver is not running)
         if stat[stat.rfind(")") + 2 :].split()[1] == me and b"run-driver" in cmdline:
             found.add(int(entry.name))
     return found
 
 
-async def gone(pids: set[int], timeout: float = 10.0) -> bool:
-    """Wait until none of ``pids`` runs (the driver exits on its own once stopped); True if so."""
+async def gone(pids: set[int], timeout: float = 10.0) -> None:
+    """Wait until none of ``pids`` runs any more."""
     async with asyncio.timeout(timeout):
         while pids & node_drivers():  # noqa: ASYNC110 (another process: no event to await)
             await asyncio.sleep(0.05)
-    return True
 
 
-async def test_harvesters_one_after_another_share_one_node_driver(emulator: Any) -> None:
-    """A second playwright harvester on the same loop reuses the first one's Node driver (started once)."""
-    seen = []
-    for _ in range(2):
-        async with Harvester("playwright") as harvester:
-            record = await harvest("cloudflare", base_url=emulator.url, harvester=harvester, cache=AuthCache.open())
-            assert record.cookie_dict().get("cf_clearance")
-            seen.append(node_drivers())
-    assert len(seen[0]) == 1 and seen[0] == seen[1]
+async def _harvest(harvester: Harvester, url: str) -> None:
+    record = await harvest("cloudflare", base_url=url, harvester=harvester, cache=AuthCache.open(), force=True)
+    assert record.cookie_dict().get("cf_clearance")
 
 
-async def test_an_idle_node_driver_stops(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once its last harvester is closed, the driver stops after DRIVER_IDLE_STOP seconds."""
-    monkeypatch.setattr(_playwright, "DRIVER_IDLE_STOP", 0.2)
+async def test_a_relaunched_browser_reuses_the_node_driver_which_stops_with_the_harvester(emulator: Any) -> None:
+    """After the browser is closed (as the daemon closes an idle one) the next harvest relaunches Chromium but not
+    Node; closing the harvester stops the driver."""
     async with Harvester("playwright") as harvester:
-        await harvest("cloudflare", base_url=emulator.url, harvester=harvester, cache=AuthCache.open())
-        running = node_drivers()
-    assert len(running) == 1
-    assert await gone(running)
+        await _harvest(harvester, emulator.url)
+        first = node_drivers()
+        await harvester.close_browser()
+        assert node_drivers() == first  # kept while no browser runs
+        await _harvest(harvester, emulator.url)
+        assert harvester.browser_launches == 2 and node_drivers() == first and len(first) == 1
+    await gone(first)
 
 
-async def test_a_dead_node_driver_is_replaced(emulator: Any) -> None:
-    """A driver killed while idle is not reused: the next harvest starts another one and succeeds."""
+async def test_a_node_driver_that_died_is_replaced_at_the_next_launch(emulator: Any) -> None:
+    """A kept driver killed while no browser runs is not reused: the next launch starts another and harvests."""
     async with Harvester("playwright") as harvester:
-        await harvest("cloudflare", base_url=emulator.url, harvester=harvester, cache=AuthCache.open())
+        await _harvest(harvester, emulator.url)
+        await harvester.close_browser()
         killed = node_drivers()
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)
-    assert await gone(killed)
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        await gone(killed)
+        await _harvest(harvester, emulator.url)
+        replacement = node_drivers()
+        assert replacement and not replacement & killed
+    await gone(replacement)
+
+
+async def test_a_dead_browser_is_replaced_under_the_same_node_driver(emulator: Any) -> None:
+    """When Chromium dies, its replacement is driven through the Node driver that was already running."""
     async with Harvester("playwright") as harvester:
-        record = await harvest(
-            "cloudflare", base_url=emulator.url, harvester=harvester, cache=AuthCache.open(), force=True
-        )
-        assert record.cookie_dict().get("cf_clearance")
-        assert node_drivers() and not node_drivers() & killed
-
-
-def test_the_node_driver_stops_with_the_loop(emulator: Any) -> None:
-    """A program whose asyncio.run ends while the driver idles leaves no Node process and logs nothing."""
-    code = (
-        "import asyncio, sys\n"
-        "from cache import AuthCache\n"
-        "from harvester import Harvester, harvest\n"
-        "from tests.harvester.test_playwright_driver import node_drivers\n"
-        "async def main():\n"
-        "    async with Harvester('playwright') as h:\n"
-        f"        await harvest('cloudflare', base_url={emulator.url!r}, harvester=h, cache=AuthCache.open())\n"
-        "    return node_drivers()\n"
-        "running = asyncio.run(main())\n"
-        "print(len(running), len(running & node_drivers()))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "0"]  # running during the program, gone when asyncio.run returned
-    assert out.stderr == ""
+        await _harvest(harvester, emulator.url)
+        first = node_drivers()
+        process = harvester._browser.process
+        assert process is not None and process.pid is not None
+        os.killpg(process.pid, signal.SIGKILL)
+        async with asyncio.timeout(10):
+            while process.alive:  # noqa: ASYNC110 (the browser's exit has no event of ours to await)
+                await asyncio.sleep(0.05)
+        await _harvest(harvester, emulator.url)
+        assert harvester.browser_restarts == 1 and node_drivers() == first
