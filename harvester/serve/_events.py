@@ -50,20 +50,27 @@ SENT_CLOSE = _Sent(keep_alive=False)
 
 
 class _Date:
-    """The ``Date`` header line, formatted again only when the second changes."""
+    """The ``Date`` header line, formatted again only when the second changes (and with it the whole head of a
+    chunked keep-alive stream, the common one)."""
 
-    __slots__ = ("line", "second")
+    __slots__ = ("head", "line", "second")
 
     def __init__(self) -> None:
         self.second = -1
-        self.line = b""
+        self.line = self.head = b""
 
     def __call__(self) -> bytes:
         now = int(time.time())
         if now != self.second:
             self.second = now
             self.line = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+            self.head = _HEAD + self.line + b"Transfer-Encoding: chunked\r\n\r\n"
         return self.line
+
+    def chunked_head(self) -> bytes:
+        """The whole head of a chunked keep-alive stream."""
+        self()
+        return self.head
 
 
 _date = _Date()
@@ -101,7 +108,7 @@ class EventStream:
         self._transport = transport
         self._chunked = True
         self.response = SENT
-        self._head = _HEAD + _date() + b"Transfer-Encoding: chunked\r\n\r\n"
+        self._head = _date.chunked_head()
         return self
 
     def _send(self, data: bytes, *, last: bool = False) -> asyncio.WriteTransport:

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.http_writer import StreamWriter
 
 from ._app import bearer_ok, error_response
 from ._events import EventStream
@@ -62,6 +61,8 @@ class Connection(Protocol):
     """The connection's side of the lane (``_limits._HeaderDeadlineHandler``)."""
 
     transport: asyncio.Transport | None
+
+    async def drain(self) -> None: ...
 
     def lane_begin(self) -> None: ...
 
@@ -187,7 +188,7 @@ class FastLane:
                 _send(transport, error.response(ROUTE))
                 return
             status = 200
-            events = EventStream.on_connection(transport, StreamWriter(connection, asyncio.get_running_loop()))  # type: ignore[arg-type]
+            events = EventStream.on_connection(transport, connection)
             await gateway.pump(events, batches, iterator, batch, call.answer_model)
         except ConnectionError:
             status = 499  # the client went away before its error answer: nobody to tell

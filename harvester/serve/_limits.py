@@ -186,6 +186,10 @@ class _HeaderDeadlineHandler(RequestHandler):
                 self.transport.resume_reading()
             self.data_received(b"".join(held))
 
+    async def drain(self) -> None:
+        """Wait while the client is behind (what aiohttp's writer does, without making one per request)."""
+        await self._drain_helper()
+
     def _process_keepalive(self) -> None:
         if self._lane_busy:
             # aiohttp sees no request in progress (the lane's is not one of its own): keep the connection.

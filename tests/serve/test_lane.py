@@ -68,18 +68,22 @@ class _Connection:
                 self._more()
             body, self.buffer = self.buffer[:size], self.buffer[size:]
             return status, headers, body
-        body = b""
+        parts: list[bytes] = []
+        at = 0  # where the next chunk's size line starts in the buffer
         while True:
-            while b"\r\n" not in self.buffer:
+            end = self.buffer.find(b"\r\n", at)
+            if end < 0:
                 self._more()
-            size_line, _, rest = self.buffer.partition(b"\r\n")
-            size = int(size_line, 16)
-            while len(rest) < size + 2:
+                continue
+            size = int(self.buffer[at:end], 16)
+            if len(self.buffer) < end + 2 + size + 2:
                 self._more()
-                size_line, _, rest = self.buffer.partition(b"\r\n")
-            body, self.buffer = body + rest[:size], rest[size + 2 :]
+                continue
+            parts.append(self.buffer[end + 2 : end + 2 + size])
+            at = end + 2 + size + 2
             if size == 0:
-                return status, headers, body
+                self.buffer = self.buffer[at:]
+                return status, headers, b"".join(parts)
 
     def exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         self.sock.sendall(request)
@@ -242,6 +246,35 @@ def test_stopping_the_server_drains_a_lane_stream(
         assert status == 200 and _deltas(events)[-1] == "[DONE]"
         assert conn.sock.recv(1024) == b""
     assert not stopping.is_alive()
+
+
+def test_a_lane_stream_waits_for_a_slow_client(gateway: Server, emulator: EmulatorThread) -> None:  # noqa: F811
+    """A client that does not read makes the lane wait (the bytes queued for it stay near the high-water mark,
+    not the whole answer); once it reads, the whole stream arrives."""
+    emulator.configure(stream_chunks=20_000)
+    runner = gateway.app._runner
+    assert runner is not None and runner.server is not None
+    aiohttp_server = runner.server
+
+    async def queued() -> int:
+        return max(
+            (h.transport.get_write_buffer_size() for h in aiohttp_server.connections if h.transport is not None),
+            default=0,
+        )
+
+    with _Connection(gateway) as conn:
+        before = _taken(gateway)
+        conn.sock.sendall(_request())
+        most = 0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            most = max(most, gateway.run(queued()))
+            time.sleep(0.05)
+        assert 64 * 1024 <= most < 512 * 1024  # it filled up to the mark, and no further
+        status, _, events = conn.answer()
+        assert _taken(gateway) == before + 1
+    deltas = _deltas(events)
+    assert status == 200 and deltas[-1] == "[DONE]" and len(deltas) == 1 + 20_000 + 2
 
 
 def test_frame_reads_exactly_one_whole_request() -> None:
