@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
@@ -52,6 +53,11 @@ _REQUEST_START = b"POST /v1/chat/completions HTTP/1.1\r\n"
 _MAX_HEAD = 8000
 #: Header fields that change how a request is framed or answered: such a request goes to aiohttp.
 _FRAMING = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding"})
+#: The header fields ``frame`` reads (a field folded onto the line before is not one, for aiohttp either).
+_FRAMING_FIELDS = re.compile(
+    rb"\r\n(content-length|transfer-encoding|expect|upgrade|content-encoding):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n|$)",
+    re.IGNORECASE,
+)
 #: Bytes no header line may hold (controls other than tab, and DEL): aiohttp would refuse the request.
 _CONTROL = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
 _SERVER = b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n"
@@ -76,16 +82,10 @@ def frame(data: bytes) -> tuple[bytes, bytes] | None:
     if not sep or len(head) > _MAX_HEAD:
         return None
     length = -1
-    for line in head.split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        name = name.lower()
-        if not colon or name in _FRAMING:
+    for name, value in _FRAMING_FIELDS.findall(head):
+        if name.lower() != b"content-length" or length >= 0 or not value.isdigit():
             return None
-        if name == b"content-length":
-            value = value.strip()
-            if length >= 0 or not value.isdigit():
-                return None
-            length = int(value)
+        length = int(value)
     if length != len(body) and not (length < 0 and not body):
         return None
     return head, body
@@ -93,6 +93,10 @@ def frame(data: bytes) -> tuple[bytes, bytes] | None:
 
 class FastLane:
     """Takes whole streamed-completion requests off idle connections (``take``) and answers them."""
+
+    #: How every request the lane may take begins (the connection checks it before anything else).
+    start = _REQUEST_START
+    frame = staticmethod(frame)
 
     def __init__(self, state: ServeState, gateway: Gateway) -> None:
         self.state = state

@@ -131,18 +131,17 @@ class _HeaderDeadlineHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         if self._lane_ok and data:  # (aiohttp feeds itself b"" when it resumes reading: nothing to frame)
+            lane = self._lane
             if self._lane_busy:
                 # A request behind the one the lane answers (pipelined): it waits its turn, as in aiohttp.
                 self._lane_held.append(data)
                 if len(self._lane_held) == 16 and self.transport is not None:
                     self.transport.pause_reading()  # bounded: read no more until the lane is done
                 return
-            if self._idle() and self._lane.take(self, data):
+            if data[:36] == lane.start and self._idle() and lane.take(self, data):
                 return
-            from ._lane import frame
-
             # aiohttp parses it: safe to come back to the lane only if it ends on a request's end.
-            self._lane_ok = frame(data) is not None
+            self._lane_ok = lane.frame(data) is not None
         super().data_received(data)
 
     def _idle(self) -> bool:
