@@ -186,10 +186,19 @@ class FileStorage:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The in-process side of each file lock (by lock file name): threads of this process wait on it, woken
+        # as soon as it is free, instead of polling the file lock against one another.
+        self._thread_locks: dict[str, ThreadLock] = {}
 
     @property
     def location(self) -> str:
         return str(self.path)
+
+    def _thread_lock(self, key: str) -> ThreadLock:
+        import threading  # writers only: a read never takes a lock
+
+        # dict.setdefault is atomic: two threads asking at once get the same lock.
+        return self._thread_locks.setdefault(key, threading.RLock())
 
     def _target(self) -> Path:
         """The real file behind ``path`` (itself unless it is a symlink); a dangling link raises."""
@@ -268,6 +277,7 @@ class FileStorage:
             timeout,
             f"another process held the cache lock {target}.lock for more than {timeout:g} s",
             self.path,
+            self._thread_lock(""),
         )
 
     def named_lock(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]:
@@ -279,6 +289,7 @@ class FileStorage:
             timeout,
             f"another harvest of {name!r} held its lock for more than {timeout:g} s",
             self.path,
+            self._thread_lock("name:" + safe),
         )
 
     def close(self) -> None:
@@ -286,21 +297,45 @@ class FileStorage:
 
 
 @contextlib.contextmanager
-def _hold(lock_path: Path, timeout: float, message: str, cache_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path``; raise ``CacheLockTimeout`` with ``message`` on deadline."""
+def _hold(lock_path: Path, timeout: float, message: str, cache_path: Path, thread_lock: ThreadLock) -> Iterator[None]:
+    """Hold ``thread_lock`` and an exclusive ``flock`` on ``lock_path``; raise ``CacheLockTimeout`` with ``message``
+    once ``timeout`` seconds have passed (a negative one waits for ever)."""
     # filelock costs ~25 ms to import and only writers need it, so readers never load it.
+    import time
+
     from filelock import FileLock, Timeout
 
-    # Guards every read-modify-write of the cache across processes (and threads: filelock is reentrant per
-    # thread, so each thread gets its own lock object).
-    lock = FileLock(lock_path, timeout=timeout, mode=0o600, thread_local=True)
-    with os_errors("take the lock", lock_path):
-        make_dirs(lock_path.parent)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise CacheLockTimeout(message, path=cache_path) from None
+    deadline = time.monotonic() + timeout
+    # Threads of this process queue on the thread lock (reentrant, as the file lock is per thread) and take the
+    # file lock one at a time: filelock would make each of them poll, and sleep 50 ms per try, while another
+    # thread holds it (four harvests saving at once waited 0.13-0.18 s instead of 0.04).
+    if not thread_lock.acquire(timeout=-1 if timeout < 0 else timeout):
+        raise CacheLockTimeout(message, path=cache_path)
     try:
-        yield
+        # Guards every read-modify-write of the cache across processes.
+        remaining = -1.0 if timeout < 0 else max(0.0, deadline - time.monotonic())
+        lock = FileLock(lock_path, timeout=remaining, mode=0o600, thread_local=True)
+        with os_errors("take the lock", lock_path):
+            make_dirs(lock_path.parent)
+            try:
+                # Another process holds it: look again every 10 ms (filelock's default is 50).
+                lock.acquire(poll_interval=_LOCK_POLL)
+            except Timeout:
+                raise CacheLockTimeout(message, path=cache_path) from None
+        try:
+            yield
+        finally:
+            lock.release()
     finally:
-        lock.release()
+        thread_lock.release()
+
+
+_LOCK_POLL = 0.01  # seconds between tries of a file lock another process holds
+
+
+class ThreadLock(Protocol):
+    """What ``_hold`` uses of a ``threading.RLock`` (whose class is not importable for annotations)."""
+
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+
+    def release(self) -> None: ...
