@@ -273,6 +273,12 @@ def _main(fast: tuple[str, str, bool] | None, early: Launch | None) -> None:
         print(f"harvest: error: {exc}", file=sys.stderr)
         code = _exit.CACHE_ERROR
     except Exception as exc:
+        from harvester._exceptions import UnsupportedDependency
+
+        if isinstance(exc, UnsupportedDependency):  # an install problem: a library of a version we do not support
+            print(f"harvest: error: {exc}", file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(_exit.USAGE)
         import traceback
 
         traceback.print_exc()

@@ -113,3 +113,8 @@ class ConfigError(HarvestError):
         self.path = path
         self.key = key
         self.line = line
+
+
+class UnsupportedDependency(ImportError):
+    """An installed library is not the version a module of harvest was written against (it relies on that version's
+    internals, fenced in one module): raised when that module is imported, with what to install instead."""

@@ -58,7 +58,7 @@ def serve(
     from harvester._exceptions import ConfigError
     from harvester.daemon import SecretRegistry, configure_logging
     from harvester.daemon._logging import LOGGER_NAME, log_event
-    from harvester.serve import ServeApp, ServeSettings, ServeState
+    from harvester.serve import ServeApp, ServeSettings, ServeState  # (UnsupportedDependency: main says it)
 
     secrets = SecretRegistry()
     configure_logging(secrets, verbose=verbose)

@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
+from . import _limits  # noqa: F401  (its check of the aiohttp version covers the internals used here too)
+
 #: Past this many bytes queued on the connection, a write waits for the client (as aiohttp's writer does).
 _HIGH_WATER = 64 * 1024
 _END = b"0\r\n\r\n"

@@ -18,8 +18,21 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+
+from .._exceptions import UnsupportedDependency
+
+#: The aiohttp series whose internals this module and ``_events`` were written against (pyproject.toml pins it).
+AIOHTTP_SERIES = "3.14"
+
+
+if not aiohttp.__version__.startswith(AIOHTTP_SERIES + "."):
+    raise UnsupportedDependency(
+        f"harvest serve relies on aiohttp {AIOHTTP_SERIES}.x internals, but aiohttp {aiohttp.__version__} is "
+        f"installed; install the version harvest pins: pip install 'aiohttp>={AIOHTTP_SERIES},<3.15'"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,11 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from tests.emulator import EmulatorThread
 from tests.harvester.conftest import harvest_cmd
@@ -58,3 +60,36 @@ def test_sigterm_drains_in_flight_requests(harvest_env: dict[str, str], emulator
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_refuses_an_aiohttp_it_was_not_written_for() -> None:
+    """`harvest serve` uses aiohttp internals of one series: with another installed it exits 2 with one line."""
+    code = (
+        "import sys, aiohttp\n"
+        "aiohttp.__version__ = '3.15.0'\n"  # as if pip had installed the next series
+        "sys.argv = ['harvest', 'serve', '--listen', '127.0.0.1:0']\n"
+        "from harvester._entry import main\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "harvest: error: harvest serve relies on aiohttp 3.14.x internals, but aiohttp 3.15.0 is installed; "
+        "install the version harvest pins: pip install 'aiohttp>=3.14,<3.15'"
+    ]
+
+
+def test_the_aiohttp_pin_is_the_series_serve_was_written_for() -> None:
+    """pyproject.toml pins aiohttp to the series whose internals harvest serve uses, and that series is installed."""
+    import tomllib
+
+    import aiohttp
+
+    from harvester.serve._limits import AIOHTTP_SERIES
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"aiohttp>={AIOHTTP_SERIES},<3.15" in deps
+    assert aiohttp.__version__.startswith(AIOHTTP_SERIES + ".")
