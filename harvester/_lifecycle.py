@@ -193,14 +193,11 @@ class SharedBrowser:
         driver, self._driver = self._driver, None
         process, self.process = self.process, None
         self._identity = None
-        if self._closed:
-            kept, self._kept = self._kept, None
-            await close_all(driver, process)
-            if kept is not None:
-                await bounded_close(kept.close())
-        else:
-            await close_all(None, process, detaching=driver)
-            self._kept = self._kept or driver
+        # With no browser running there is no driver but perhaps a kept one; never both.
+        driver, self._kept = driver or self._kept, None
+        await close_all(driver, process, keep_driver=not self._closed)
+        if not self._closed:
+            self._kept = driver
         # Their tabs died with the browser; collect the tasks (and their errors). With the connection gone,
         # a cancelled opening's clean-up fails at once, but it stays bounded all the same.
         if spares:
@@ -227,13 +224,11 @@ async def uncancellable(awaitable: Awaitable[None]) -> None:
         raise
 
 
-async def close_all(driver: Driver | None, process: BrowserProcess | None, *, detaching: Driver | None = None) -> None:
-    """Close the driver (or only detach ``detaching``, which is kept) and stop the browser, all at once."""
+async def close_all(driver: Driver | None, process: BrowserProcess | None, *, keep_driver: bool = False) -> None:
+    """Close the driver (only detach it, if ``keep_driver``) and stop the browser, both at once."""
     # Closing the driver (playwright waits for its Node process to exit) need not wait for the browser to
     # die, nor the other way round.
-    closing = [] if driver is None else [bounded_close(driver.close())]
-    if detaching is not None:
-        closing.append(bounded_close(detaching.disconnect()))
+    closing = [] if driver is None else [bounded_close(driver.disconnect() if keep_driver else driver.close())]
     stopping = [] if process is None else [process.stop()]
     await asyncio.gather(*closing, *stopping)
 
