@@ -136,6 +136,20 @@ def is_headless_shell(executable: str) -> bool:
     return "headless-shell" in name or "headless_shell" in name
 
 
+#: Where a headless shell is looked for by :func:`find_headless_shell` (``PATH`` names, then Debian's binary).
+_SHELL_CANDIDATES = ("chromium-headless-shell", "chrome-headless-shell", "/usr/lib/chromium/chromium-headless-shell")
+
+
+def find_headless_shell() -> str | None:
+    """An installed headless shell (:func:`is_headless_shell`), or None: for the tests and benchmarks that compare
+    it with Chromium. harvest itself launches one only when the user names it."""
+    for candidate in _SHELL_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return _unwrap(found)
+    return None
+
+
 def browser_args(profile_dir: str, *, headful: bool, shell: bool = False) -> list[str]:
     """The command-line flags for one launch (pure; ``--no-sandbox`` only as root, where Chrome demands it).
 

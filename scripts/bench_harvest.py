@@ -44,23 +44,13 @@ import nodriver  # noqa: E402
 from cache import AuthCache, generate_key  # noqa: E402
 from harvester import Harvester, harvest  # noqa: E402
 from harvester._browser import find_browser  # noqa: E402
+from harvester._launch import find_headless_shell  # noqa: E402
 from harvester._phases import PHASES, Timeline  # noqa: E402
 from tests.emulator import EmulatorConfig, EmulatorThread  # noqa: E402
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
 BACKENDS = ("nodriver", "playwright")
-SHELL = next(
-    (
-        path
-        for path in (
-            shutil.which("chromium-headless-shell"),
-            shutil.which("chrome-headless-shell"),
-            "/usr/lib/chromium/chromium-headless-shell",
-        )
-        if path and os.access(path, os.X_OK)
-    ),
-    None,
-)
+SHELL = find_headless_shell()
 HARVEST = str(ROOT / ".venv" / "bin" / "harvest")
 
 Timing = tuple[float, float]  # (record ready, everything torn down), seconds from the start

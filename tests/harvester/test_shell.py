@@ -3,9 +3,6 @@ real harvests with both backends, the CLI, and what it cannot do (``--headful``)
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +10,20 @@ import pytest
 
 from cache import AuthCache
 from harvester import BrowserError, Harvester, harvest
-from harvester._launch import browser_args, is_headless_shell
+from harvester._launch import browser_args, find_headless_shell, is_headless_shell
 from harvester.cli import _exit
 
-from .conftest import harvest_cmd
-
-SHELL_PATHS = ("/usr/lib/chromium/chromium-headless-shell", "chromium-headless-shell", "chrome-headless-shell")
-
-
-def _find_shell() -> str:
-    for candidate in SHELL_PATHS:
-        found = shutil.which(candidate) or (candidate if os.access(candidate, os.X_OK) else None)
-        if found:
-            return found
-    pytest.fail(
-        "chromium-headless-shell is not installed (scripts/test installs it: apt-get install chromium-headless-shell)"
-    )
+from .conftest import run_harvest
 
 
 @pytest.fixture
 def shell(monkeypatch: pytest.MonkeyPatch) -> str:
     """The headless shell, named by ``$HARVEST_BROWSER`` as a user would."""
-    path = _find_shell()
+    path = find_headless_shell()
+    if path is None:
+        pytest.fail(
+            "chromium-headless-shell is not installed (scripts/test installs it: apt-get install chromium-headless-shell)"
+        )
     monkeypatch.setenv("HARVEST_BROWSER", path)
     return path
 
@@ -74,9 +63,7 @@ def test_the_cli_harvests_every_provider_at_once_with_the_shell(
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(f'[browser]\npath = "{shell}"\n')
     env = {k: v for k, v in harvest_env.items() if k != "HARVEST_BROWSER"}
-    out = subprocess.run(
-        harvest_cmd("--all", "--base-url", emulator.url), env=env, capture_output=True, text=True, timeout=90
-    )
+    out = run_harvest(env, "--all", "--base-url", emulator.url)
     assert out.returncode == _exit.OK, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 4 and all("cookies" in line for line in lines), out.stdout
@@ -95,13 +82,7 @@ async def test_headful_with_the_shell_is_refused_before_anything_starts(
 def test_headful_with_the_shell_exits_with_one_line(harvest_env: dict[str, str], shell: str) -> None:
     """On the command line the same refusal is one line and the browser-failure exit code, no traceback."""
     env = {**harvest_env, "HARVEST_BROWSER": shell}
-    out = subprocess.run(
-        harvest_cmd("--provider", "cloudflare", "--headful", "--base-url", "http://127.0.0.1:9"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_harvest(env, "--provider", "cloudflare", "--headful", "--base-url", "http://127.0.0.1:9", timeout=60)
     assert out.returncode == _exit.BROWSER_FAILED, out.stderr
     assert "headless shell" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
