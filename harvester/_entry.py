@@ -273,6 +273,8 @@ def _main(fast: tuple[str, str, bool] | None, early: Launch | None) -> None:
         print(f"harvest: error: {exc}", file=sys.stderr)
         code = _exit.CACHE_ERROR
     except Exception as exc:
+        # Imported only now: the module costs ~4 ms, which `harvest cache get` (on every request of other tools)
+        # should not pay to name an error it never raises.
         from harvester._exceptions import UnsupportedDependency
 
         if isinstance(exc, UnsupportedDependency):  # an install problem: a library of a version we do not support
