@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,6 +90,11 @@ def harvest_cmd(*args: str) -> list[str]:
     if os.path.exists(HARVEST):
         return [HARVEST, *args]
     return [sys.executable, "-c", "from harvester.cli import main; main()", *args]
+
+
+def run_harvest(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run `harvest ARGS` to completion, its output captured as text."""
+    return subprocess.run(harvest_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def browser_children(pid: int) -> list[int]:

@@ -15,13 +15,9 @@ import pytest
 from harvester.cli import _exit
 
 from .conftest import browser_children, harvest_cmd, wait_for
+from .conftest import run_harvest as run
 
 Factory = Callable[..., Any]
-
-
-def run(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """Run `harvest ARGS` to completion."""
-    return subprocess.run(harvest_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def cached(env: dict[str, str], name: str) -> dict[str, Any]:

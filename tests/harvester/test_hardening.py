@@ -20,16 +20,13 @@ import pytest
 
 from harvester import BlockedError, Harvester, SiteUnreachableError
 from harvester._browser import OWNER_FILE, PROFILE_PREFIX, BrowserProcess, find_browser, remove_stale_profiles
+from harvester._reaper import our_children
 from harvester.cli import _exit
 
 from .conftest import ROOT, chromium_pids, harvest_cmd, wait_for
+from .conftest import run_harvest as run
 
 BACKENDS = ["nodriver", "playwright"]
-
-
-def run(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """Run `harvest ARGS` to completion."""
-    return subprocess.run(harvest_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _free_port() -> int:
@@ -272,19 +269,7 @@ def test_killed_harvest_profile_is_removed_by_the_next_one(
 
 
 def _crashpad_children() -> set[int]:
-    me = str(os.getpid())
-    found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-        if comm.startswith("chrome_crashpad") and stat[stat.rfind(")") + 2 :].split()[1] == me:
-            found.add(int(entry.name))
-    return found
+    return {pid for pid, _state, _group, comm in our_children() if comm.startswith("chrome_crashpad")}
 
 
 async def test_interrupt_during_launch_leaves_no_zombie(no_leftovers: Path) -> None:

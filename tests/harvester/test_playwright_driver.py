@@ -11,23 +11,20 @@ from typing import Any
 
 from cache import AuthCache
 from harvester import Harvester, harvest
+from harvester._reaper import our_children
 
 
 def node_drivers() -> set[int]:
     """Our child processes running playwright's driver (``node ... run-driver``)."""
-    me = str(os.getpid())
     found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid, state, _group, _comm in our_children():
         try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
         # (a zombie has no command line: an exited driver is not running)
-        if stat[stat.rfind(")") + 2 :].split()[1] == me and b"run-driver" in cmdline:
-            found.add(int(entry.name))
+        if state != "Z" and b"run-driver" in cmdline:
+            found.add(pid)
     return found
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from harvester._proxy import ProxySettings, is_proxy_refusal, parse_proxy
 from harvester.cli import _exit
 from tests.emulator._proxy import PASSWORD, ProxyThread
 
-from .conftest import harvest_cmd
+from .conftest import run_harvest
 
 BACKENDS = ["nodriver", "playwright"]
 WRONG = "wr0ng-pr0xy-pw"  # distinctive too, so a leak of the wrong password shows up as well
@@ -115,18 +114,10 @@ def test_cli_never_prints_the_proxy_password(
 ) -> None:
     """`harvest --proxy` with credentials: neither a success nor a refusal shows the password, even with -v."""
     base = ["--provider", "cloudflare", "--base-url", emulator.url, "-v", "--timeout", "30"]
-    good = subprocess.run(
-        harvest_cmd(*base, "--proxy", auth_proxy.auth_url), env=harvest_env, capture_output=True, text=True, timeout=90
-    )
+    good = run_harvest(harvest_env, *base, "--proxy", auth_proxy.auth_url)
     assert good.returncode == _exit.OK, good.stderr
     assert auth_proxy.stats["authenticated"] >= 1
-    bad = subprocess.run(
-        harvest_cmd(*base, "--proxy", auth_proxy.url_for(auth_proxy.username or "", WRONG)),
-        env=harvest_env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    bad = run_harvest(harvest_env, *base, "--proxy", auth_proxy.url_for(auth_proxy.username or "", WRONG))
     assert bad.returncode == _exit.USAGE, bad.stderr
     assert "refused the credentials" in bad.stderr and "Traceback" not in bad.stderr
     for out in (good, bad):
